@@ -1,0 +1,61 @@
+"""Database fixtures shared by the whole test suite.
+
+Fixtures (all function-scoped; every URL is a string ready for ``create_engine``):
+
+``fresh_db_url_factory``
+    ``factory(backend) -> url``: each call creates another new, empty database on
+    ``"sqlite"``, ``"postgres"`` or ``"mariadb"``; all of them are dropped after the test.
+``sqlite_url`` / ``postgres_url`` / ``mariadb_url``
+    One fresh empty database on that backend.
+``db_url``
+    Parametrized over ``sqlite``, ``postgres``, ``mariadb`` (test ids), the last two
+    marked ``postgres`` / ``mariadb``. A module restricts the backends by overriding it:
+    ``db_url = backends("sqlite", "postgres")`` (``from tests._databases import backends``).
+``db_backend``
+    The backend name of the current ``db_url`` (``"sqlite"``, ``"postgres"``, ``"mariadb"``).
+
+PostgreSQL and MariaDB are configured with ``TIMEBANK_TEST_POSTGRES_URL`` and
+``TIMEBANK_TEST_MARIADB_URL``; without them those tests are skipped, unless
+``TIMEBANK_REQUIRE_DATABASES=1`` turns the skip into a failure. See ``tests/_databases.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._databases import MARIADB, POSTGRES, SQLITE, FreshDatabases, backend_of, backends
+
+
+@pytest.fixture
+def fresh_db_url_factory(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    databases = FreshDatabases(tmp_path)
+    try:
+        yield databases.create
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def sqlite_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+    return fresh_db_url_factory(SQLITE)
+
+
+@pytest.fixture
+def postgres_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+    return fresh_db_url_factory(POSTGRES)
+
+
+@pytest.fixture
+def mariadb_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+    return fresh_db_url_factory(MARIADB)
+
+
+db_url = backends(SQLITE, POSTGRES, MARIADB)
+
+
+@pytest.fixture
+def db_backend(db_url: str) -> str:
+    return backend_of(db_url)

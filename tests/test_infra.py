@@ -1,0 +1,177 @@
+"""The test-database fixtures themselves: fresh, empty, isolated, dumpable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from tests._databases import (
+    BACKENDS,
+    MARIADB,
+    POSTGRES,
+    FreshDatabases,
+    backend_of,
+    backend_params,
+    backends,
+    server_url,
+)
+from tests.dbdump import dump
+
+# Exercises the module-level override helper with a fixture of another name.
+any_server_url = backends(POSTGRES, MARIADB, name="any_server_url")
+
+_metadata = sa.MetaData()
+_things = sa.Table(
+    "things",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("label", sa.String(50), nullable=True),
+    sa.Column("amount", sa.Numeric(12, 2), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=True),
+)
+
+
+def _table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _server_databases(backend: str) -> set[str]:
+    query = (
+        "SELECT datname FROM pg_database"
+        if backend == POSTGRES
+        else "SELECT schema_name FROM information_schema.schemata"
+    )
+    engine = sa.create_engine(server_url(backend), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return set(conn.exec_driver_sql(query).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_db_url_is_fresh_and_empty(db_url: str, db_backend: str) -> None:
+    assert db_backend in BACKENDS
+    assert backend_of(db_url) == db_backend
+    assert _table_names(db_url) == set()
+    assert dump(db_url) == {}
+
+
+def test_create_insert_dump(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        _metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                _things.insert(),
+                [
+                    {"id": 2, "label": None, "amount": decimal.Decimal("1.50"), "at": None},
+                    {"id": 1, "label": "b", "amount": decimal.Decimal("2"), "at": None},
+                    {
+                        "id": 3,
+                        "label": "a",
+                        "amount": decimal.Decimal("-3.25"),
+                        "at": dt.datetime(2024, 5, 6, 7, 8, 9),
+                    },
+                ],
+            )
+        before = dump(engine)
+        assert set(before) == {"things"}
+        assert [row[0] for row in before["things"]] == [1, 2, 3]
+        assert [row[1] for row in before["things"]] == ["b", None, "a"]
+        # Deterministic: dumping again, by URL or over a connection, gives the same.
+        assert dump(db_url) == before
+        with engine.connect() as conn:
+            assert dump(conn) == before
+
+        # A change that is rolled back leaves the dump unchanged ...
+        with engine.connect() as conn, conn.begin() as tx:
+            conn.execute(_things.delete())
+            assert dump(conn) == {"things": []}
+            tx.rollback()
+        assert dump(engine) == before
+
+        # ... while a committed one does not.
+        with engine.begin() as conn:
+            conn.execute(_things.update().where(_things.c.id == 2).values(label="x"))
+        assert dump(engine) != before
+    finally:
+        engine.dispose()
+
+
+def test_dump_includes_alembic_version(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+            )
+            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('abc123')")
+        assert dump(engine) == {"alembic_version": [("abc123",)]}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", backend_params(*BACKENDS))
+def test_factory_gives_separate_databases(
+    backend: str, fresh_db_url_factory: Callable[[str], str]
+) -> None:
+    first = fresh_db_url_factory(backend)
+    second = fresh_db_url_factory(backend)
+    assert first != second
+    engine = sa.create_engine(first)
+    try:
+        _metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    assert _table_names(first) == {"things"}
+    assert _table_names(second) == set()
+
+
+def test_named_fixtures(sqlite_url: str, postgres_url: str, mariadb_url: str) -> None:
+    assert [backend_of(u) for u in (sqlite_url, postgres_url, mariadb_url)] == [
+        "sqlite",
+        "postgres",
+        "mariadb",
+    ]
+    for url in (sqlite_url, postgres_url, mariadb_url):
+        assert _table_names(url) == set()
+
+
+def test_backends_override(any_server_url: str, request: pytest.FixtureRequest) -> None:
+    backend = backend_of(any_server_url)
+    assert backend in {"postgres", "mariadb"}
+    assert request.node.get_closest_marker(backend) is not None
+    assert _table_names(any_server_url) == set()
+
+
+@pytest.mark.parametrize("backend", backend_params(POSTGRES, MARIADB))
+def test_server_databases_are_dropped_even_if_in_use(backend: str, tmp_path: Path) -> None:
+    databases = FreshDatabases(tmp_path)
+    try:
+        url = databases.create(backend)
+        name = sa.make_url(url).database
+        assert name is not None
+        assert name in _server_databases(backend)
+        # A test that forgets to finish a transaction must not make the drop hang.
+        engine = sa.create_engine(url, poolclass=NullPool)
+        conn = engine.connect()
+        _metadata.create_all(conn)
+        conn.execute(_things.insert(), {"id": 1, "amount": 1})
+        databases.close()
+        assert name not in _server_databases(backend)
+    finally:
+        databases.close()
+    with pytest.raises(sa.exc.DBAPIError):
+        conn.execute(sa.select(1))
+    conn.invalidate()
+    engine.dispose()

@@ -1,0 +1,212 @@
+"""Locked account state: read under a row lock in one canonical order, changed in memory,
+written back with a version guard. Every write path of the ledger goes through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, func, or_, select, update
+
+from timebank import errors
+from timebank.limits import SQL_CHUNK_ROWS
+from timebank.schema import accounts, holds
+
+
+@dataclass(slots=True)
+class LockedAccount:
+    id: int
+    code: str
+    status: str
+    floor_minutes: int | None
+    ceiling_minutes: int | None
+    posted_minutes: int
+    held_out_minutes: int
+    held_in_minutes: int
+    version: int
+    next_hold_expiry_at: datetime | None
+    version_read: int = 0
+    expiry_dirty: bool = False
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.version_read or self.expiry_dirty
+
+    def require_open(self) -> None:
+        if self.status != "open":
+            raise errors.AccountStateError(f"account {self.code!r} is {self.status}")
+
+    def apply(self, amount_minutes: int) -> int:
+        """Post ``amount_minutes`` after checking the limits; return the running balance."""
+        if amount_minutes < 0 and self.floor_minutes is not None:
+            available = self.posted_minutes - self.held_out_minutes - self.floor_minutes
+            if -amount_minutes > available:
+                raise errors.LimitExceededError(
+                    self.code,
+                    limit="floor",
+                    limit_minutes=self.floor_minutes,
+                    available_minutes=available,
+                    requested_minutes=-amount_minutes,
+                )
+        elif amount_minutes > 0 and self.ceiling_minutes is not None:
+            room = self.ceiling_minutes - self.posted_minutes - self.held_in_minutes
+            if amount_minutes > room:
+                raise errors.LimitExceededError(
+                    self.code,
+                    limit="ceiling",
+                    limit_minutes=self.ceiling_minutes,
+                    available_minutes=room,
+                    requested_minutes=amount_minutes,
+                )
+        self.posted_minutes += amount_minutes
+        self.version += 1
+        return self.posted_minutes
+
+
+_COLUMNS = (
+    accounts.c.id,
+    accounts.c.code,
+    accounts.c.status,
+    accounts.c.floor_minutes,
+    accounts.c.ceiling_minutes,
+    accounts.c.posted_minutes,
+    accounts.c.held_out_minutes,
+    accounts.c.held_in_minutes,
+    accounts.c.version,
+    accounts.c.next_hold_expiry_at,
+)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), SQL_CHUNK_ROWS):
+        yield items[start : start + SQL_CHUNK_ROWS]
+
+
+def lock(
+    conn: Connection, codes: Iterable[str], now: datetime, *, expired: list[int] | None = None
+) -> dict[str, LockedAccount]:
+    """Lock the accounts named by ``codes`` in code order; release holds past their expiry.
+
+    Code order is the canonical lock order of the whole library: every writer that takes
+    several account locks takes them in this order, so writers queue and never deadlock.
+    """
+    wanted = sorted(set(codes))
+    locked: dict[str, LockedAccount] = {}
+    for chunk in _chunks(wanted):
+        query = (
+            select(*_COLUMNS)
+            .where(accounts.c.code.in_(chunk))
+            .order_by(accounts.c.code)
+            .with_for_update()
+        )
+        for row in conn.execute(query):
+            account = LockedAccount(*row)
+            account.version_read = account.version
+            locked[account.code] = account
+    if len(locked) != len(wanted):
+        raise errors.AccountNotFoundError([c for c in wanted if c not in locked])
+    if any(a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now
+           for a in locked.values()):
+        count = release_expired_holds(conn, locked, now)
+        if expired is not None:
+            expired.append(count)
+    return locked
+
+
+def lock_ids(
+    conn: Connection, ids: Iterable[int], now: datetime, *, expired: list[int] | None = None
+) -> dict[str, LockedAccount]:
+    codes = conn.execute(select(accounts.c.code).where(accounts.c.id.in_(sorted(set(ids)))))
+    return lock(conn, codes.scalars(), now, expired=expired)
+
+
+def release_expired_holds(
+    conn: Connection, locked: dict[str, LockedAccount], now: datetime
+) -> int:
+    """Mark pending holds of ``locked`` accounts past their expiry as expired and give their
+    minutes back. Counterparty accounts not yet locked are locked here (after the others:
+    the only place a lock is taken out of code order; a rare deadlock is retried)."""
+    due = [a.id for a in locked.values()
+           if a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now]
+    rows = conn.execute(
+        select(holds.c.id, holds.c.debit_account_id, holds.c.credit_account_id,
+               holds.c.amount_minutes)
+        .where(holds.c.status == "pending", holds.c.expires_at <= now,
+               or_(holds.c.debit_account_id.in_(due), holds.c.credit_account_id.in_(due)))
+        .order_by(holds.c.id)
+        .with_for_update()
+    ).all()
+    by_id = {a.id: a for a in locked.values()}
+    missing = {i for r in rows for i in (r.debit_account_id, r.credit_account_id)} - by_id.keys()
+    if missing:
+        extra = lock_ids(conn, missing, now)
+        locked.update(extra)
+        by_id.update({a.id: a for a in extra.values()})
+    for row in rows:
+        by_id[row.debit_account_id].held_out_minutes -= row.amount_minutes
+        by_id[row.credit_account_id].held_in_minutes -= row.amount_minutes
+        by_id[row.debit_account_id].version += 1
+        by_id[row.credit_account_id].version += 1
+    if rows:
+        conn.execute(
+            update(holds)
+            .where(holds.c.id.in_([r.id for r in rows]), holds.c.status == "pending")
+            .values(status="expired", resolved_at=now)
+        )
+    refresh_next_expiry(conn, [by_id[i] for i in due])
+    return len(rows)
+
+
+def refresh_next_expiry(conn: Connection, targets: Iterable[LockedAccount]) -> None:
+    """Recompute each account's earliest pending hold expiry (a hint that lets the hot path
+    skip the holds table entirely while nothing is due)."""
+    for account in targets:
+        soonest = conn.execute(
+            select(func.min(holds.c.expires_at)).where(
+                holds.c.status == "pending",
+                or_(holds.c.debit_account_id == account.id,
+                    holds.c.credit_account_id == account.id),
+            )
+        ).scalar()
+        if soonest != account.next_hold_expiry_at:
+            account.next_hold_expiry_at = soonest
+            account.expiry_dirty = True
+
+
+_WRITE_BACK = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("b_id"), accounts.c.version == bindparam("b_version"))
+    .values(
+        posted_minutes=bindparam("b_posted"),
+        held_out_minutes=bindparam("b_held_out"),
+        held_in_minutes=bindparam("b_held_in"),
+        version=bindparam("b_new_version"),
+        next_hold_expiry_at=bindparam("b_next_expiry"),
+    )
+)
+
+
+def write_back(conn: Connection, locked: Iterable[LockedAccount]) -> None:
+    """Write changed accounts, guarded by the version read under the lock."""
+    rows = [
+        {
+            "b_id": a.id,
+            "b_version": a.version_read,
+            "b_posted": a.posted_minutes,
+            "b_held_out": a.held_out_minutes,
+            "b_held_in": a.held_in_minutes,
+            "b_new_version": a.version if a.version != a.version_read else a.version + 1,
+            "b_next_expiry": a.next_hold_expiry_at,
+        }
+        for a in locked
+        if a.dirty
+    ]
+    if not rows:
+        return
+    result = conn.execute(_WRITE_BACK, rows)
+    if result.rowcount not in (-1, len(rows)):
+        # Impossible while the rows are locked; refuse rather than lose an update.
+        raise errors.ConcurrencyError(
+            f"{len(rows) - result.rowcount} account row(s) changed under the lock"
+        )

@@ -1,0 +1,242 @@
+"""Holds: two-phase transfers, as TigerBeetle's pending transfers. A hold reserves minutes on
+the debit account (``held_out``) and room on the credit account (``held_in``); it resolves
+exactly once: posted (at most the held minutes), voided, or expired."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import exc as sa_exc
+
+from timebank import _accounts, _entries, errors
+from timebank._db import KeyRace, violated
+from timebank._entries import Clock, Draft
+from timebank.models import EntryCommand, HoldCommand, HoldView, PostingSpec
+from timebank.schema import accounts, holds
+
+
+def create(conn: Connection, cmd: HoldCommand, clock: Clock, *, check_replays: bool) -> int:
+    if check_replays:
+        existing = _by_key(conn, cmd.idempotency_key)
+        if existing is not None:
+            _check_replay(cmd, existing)
+            return existing.id
+    locked = _accounts.lock(conn, (cmd.debit, cmd.credit), clock())
+    now = clock()
+    debit, credit = locked[cmd.debit], locked[cmd.credit]
+    try:
+        hold_id = conn.execute(insert(holds).values(_row(cmd, debit.id, credit.id, now))
+                               ).inserted_primary_key[0]
+    except sa_exc.IntegrityError as exc:
+        if violated(exc, "idempotency_key"):
+            raise KeyRace from exc
+        raise
+    debit.require_open()
+    credit.require_open()
+    _reserve(debit, credit, cmd.amount_minutes)
+    if cmd.expires_at is not None:
+        for account in (debit, credit):
+            if account.next_hold_expiry_at is None or cmd.expires_at < account.next_hold_expiry_at:
+                account.next_hold_expiry_at = cmd.expires_at
+                account.expiry_dirty = True
+    _accounts.write_back(conn, locked.values())
+    return int(hold_id)
+
+
+def _row(cmd: HoldCommand, debit_id: int, credit_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "idempotency_key": cmd.idempotency_key,
+        "code": cmd.code,
+        "debit_account_id": debit_id,
+        "credit_account_id": credit_id,
+        "amount_minutes": cmd.amount_minutes,
+        "status": "pending",
+        "operator": cmd.operator,
+        "memo": cmd.memo,
+        "metadata": cmd.metadata,
+        "created_at": now,
+        "expires_at": cmd.expires_at,
+    }
+
+
+def _reserve(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, amount: int) -> None:
+    """Check both limits as if the hold were posted, then reserve."""
+    if debit.floor_minutes is not None:
+        available = debit.posted_minutes - debit.held_out_minutes - debit.floor_minutes
+        if amount > available:
+            raise errors.LimitExceededError(
+                debit.code, limit="floor", limit_minutes=debit.floor_minutes,
+                available_minutes=available, requested_minutes=amount,
+            )
+    if credit.ceiling_minutes is not None:
+        room = credit.ceiling_minutes - credit.posted_minutes - credit.held_in_minutes
+        if amount > room:
+            raise errors.LimitExceededError(
+                credit.code, limit="ceiling", limit_minutes=credit.ceiling_minutes,
+                available_minutes=room, requested_minutes=amount,
+            )
+    debit.held_out_minutes += amount
+    credit.held_in_minutes += amount
+    debit.version += 1
+    credit.version += 1
+
+
+def _check_replay(cmd: HoldCommand, view: HoldView) -> None:
+    fields = [
+        name
+        for name in ("code", "debit", "credit", "amount_minutes", "operator", "memo",
+                     "metadata", "expires_at")
+        if getattr(cmd, name) != getattr(view, name)
+    ]
+    if fields:
+        raise errors.IdempotencyConflictError(cmd.idempotency_key, fields)
+
+
+def resolve(
+    conn: Connection,
+    hold_id: int,
+    *,
+    key: str,
+    post_minutes: int | None,
+    void: bool,
+    operator: str,
+    memo: str,
+    occurred_at: datetime | None,
+    clock: Clock,
+) -> int | None:
+    """Post (``void=False``) or void a pending hold; returns the posted entry id, if any.
+
+    A repeated call with the same ``key`` returns what the first call did and writes nothing.
+    """
+    ids = conn.execute(
+        select(holds.c.debit_account_id, holds.c.credit_account_id).where(holds.c.id == hold_id)
+    ).first()
+    if ids is None:
+        raise errors.HoldNotFoundError(f"no hold with id {hold_id}")
+    # Accounts first, in the canonical order, then the hold row: the library's lock order.
+    # Locking also expires the hold if its time has passed.
+    locked = _accounts.lock_ids(conn, tuple(ids), clock())
+    hold = conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
+    if hold.status != "pending":
+        return _resolved_replay(hold, key, void)
+    now = clock()
+    if hold.expires_at is not None and hold.expires_at <= now:
+        raise errors.HoldExpiredError(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    amount = hold.amount_minutes if post_minutes is None else post_minutes
+    if not void and amount > hold.amount_minutes:
+        raise errors.InvalidAmountError(
+            f"cannot post {amount} minutes from hold {hold_id} of {hold.amount_minutes}"
+        )
+    by_id = {a.id: a for a in locked.values()}
+    _release(by_id[hold.debit_account_id], by_id[hold.credit_account_id], hold.amount_minutes)
+    _accounts.write_back(conn, locked.values())
+    entry_id = None
+    if not void:
+        entry_id = _post_from(conn, hold, key, amount, operator, memo, occurred_at, clock)
+    _mark(conn, hold_id, key=key, status="voided" if void else "posted", entry_id=entry_id,
+          now=now)
+    return entry_id
+
+
+def _release(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, amount: int) -> None:
+    debit.held_out_minutes -= amount
+    credit.held_in_minutes -= amount
+    debit.version += 1
+    credit.version += 1
+
+
+def _post_from(
+    conn: Connection, hold: Row[Any], key: str, amount: int, operator: str, memo: str,
+    occurred_at: datetime | None, clock: Clock,
+) -> int:
+    codes = dict(conn.execute(
+        select(accounts.c.id, accounts.c.code).where(
+            accounts.c.id.in_((hold.debit_account_id, hold.credit_account_id)))
+    ).tuples().all())
+    cmd = EntryCommand(
+        idempotency_key=key, code=hold.code, operator=operator, memo=memo,
+        occurred_at=occurred_at,
+        postings=(PostingSpec(account=codes[hold.debit_account_id], amount_minutes=-amount),
+                  PostingSpec(account=codes[hold.credit_account_id], amount_minutes=amount)),
+    )
+    [entry_id], created = _entries.post(conn, [Draft(cmd)], clock, check_replays=True)
+    if not created:
+        # The key belongs to an entry that did not come from this hold.
+        raise errors.IdempotencyConflictError(key, ["hold"])
+    return entry_id
+
+
+def _resolved_replay(hold: Row[Any], key: str, void: bool) -> int | None:
+    if hold.status == "expired":
+        raise errors.HoldExpiredError(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
+    wanted = "voided" if void else "posted"
+    if hold.resolution_key == key and hold.status == wanted:
+        return hold.posted_entry_id  # type: ignore[no-any-return]
+    raise errors.HoldResolvedError(f"hold {hold.id} is already {hold.status}")
+
+
+def _mark(
+    conn: Connection, hold_id: int, *, key: str, status: str, entry_id: int | None,
+    now: datetime,
+) -> None:
+    try:
+        done = conn.execute(
+            update(holds)
+            .where(holds.c.id == hold_id, holds.c.status == "pending")
+            .values(status=status, resolved_at=now, resolution_key=key, posted_entry_id=entry_id)
+        ).rowcount
+    except sa_exc.IntegrityError as exc:
+        if violated(exc, "resolution_key"):
+            raise errors.IdempotencyConflictError(key, ["hold"]) from exc
+        raise
+    if done != 1:
+        raise errors.HoldResolvedError(f"hold {hold_id} was resolved concurrently")
+
+
+def expire_all(conn: Connection, clock: Clock, *, limit: int) -> int:
+    """Expire pending holds past their expiry, touching at most about ``limit`` holds' accounts;
+    return how many holds expired."""
+    now = clock()
+    rows = conn.execute(
+        select(holds.c.debit_account_id, holds.c.credit_account_id)
+        .where(holds.c.status == "pending", holds.c.expires_at <= now)
+        .order_by(holds.c.expires_at)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    expired: list[int] = []
+    locked = _accounts.lock_ids(conn, {i for row in rows for i in row}, now, expired=expired)
+    _accounts.write_back(conn, locked.values())
+    return sum(expired)
+
+
+def _by_key(conn: Connection, key: str) -> HoldView | None:
+    found = load(conn, holds.c.idempotency_key == key, lock=True)
+    return found[0] if found else None
+
+
+def load(conn: Connection, where: Any, *, lock: bool = False) -> list[HoldView]:
+    debit = accounts.alias("debit")
+    credit = accounts.alias("credit")
+    query = (
+        select(holds, debit.c.code.label("debit_code"), credit.c.code.label("credit_code"))
+        .join(debit, debit.c.id == holds.c.debit_account_id)
+        .join(credit, credit.c.id == holds.c.credit_account_id)
+        .where(where)
+        .order_by(holds.c.id)
+    )
+    if lock:
+        query = query.with_for_update(read=True, of=holds)
+    return [
+        HoldView(
+            id=r["id"], idempotency_key=r["idempotency_key"], code=r["code"],
+            debit=r["debit_code"], credit=r["credit_code"], amount_minutes=r["amount_minutes"],
+            status=r["status"], operator=r["operator"], memo=r["memo"], metadata=r["metadata"],
+            created_at=r["created_at"], expires_at=r["expires_at"],
+            resolved_at=r["resolved_at"], posted_entry_id=r["posted_entry_id"],
+        )
+        for r in conn.execute(query).mappings()
+    ]

@@ -1,0 +1,188 @@
+"""The one exception tree of timebank.
+
+Every refusal raises a subclass of :class:`TimebankError`, and also subclasses the builtin
+that a plain ``except`` would expect, so callers may catch either::
+
+    TimebankError
+    ├── InvalidInputError (ValueError)          the command itself is malformed
+    │   ├── InvalidAmountError                   minutes that are not a non-zero integer in range
+    │   ├── UnbalancedEntryError                 postings do not sum to zero
+    │   └── PostingCountError                    too few / too many / repeated accounts
+    ├── NotFoundError (LookupError)
+    │   ├── AccountNotFoundError
+    │   ├── EntryNotFoundError
+    │   └── HoldNotFoundError
+    ├── RefusedError (ValueError)                well-formed, but the ledger's state refuses it
+    │   ├── AccountStateError                    account frozen / closed / not empty
+    │   ├── LimitExceededError                   would pass an account's floor or ceiling
+    │   ├── HoldExpiredError
+    │   └── ConflictError                        clashes with what is already recorded
+    │       ├── IdempotencyConflictError         same key, other content (names the fields)
+    │       ├── AlreadyReversedError
+    │       ├── HoldResolvedError                a hold resolves exactly once
+    │       └── AccountExistsError               same account code, other definition
+    └── StorageError (RuntimeError)
+        ├── ConcurrencyError                     retries exhausted under contention
+        ├── SchemaError                          schema missing or behind: names the fix
+        └── IntegrityViolationError              the database refused what the code let pass
+
+A refusal never leaves a partial write behind: the operation's database transaction (or
+savepoint, when the caller owns the transaction) is rolled back before the error is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AccountExistsError",
+    "AccountNotFoundError",
+    "AccountStateError",
+    "AlreadyReversedError",
+    "ConcurrencyError",
+    "ConflictError",
+    "EntryNotFoundError",
+    "HoldExpiredError",
+    "HoldNotFoundError",
+    "HoldResolvedError",
+    "IdempotencyConflictError",
+    "IntegrityViolationError",
+    "InvalidAmountError",
+    "InvalidInputError",
+    "LimitExceededError",
+    "NotFoundError",
+    "PostingCountError",
+    "RefusedError",
+    "SchemaError",
+    "StorageError",
+    "TimebankError",
+    "UnbalancedEntryError",
+]
+
+
+class TimebankError(Exception):
+    """Base of every error timebank raises on purpose."""
+
+
+class InvalidInputError(TimebankError, ValueError):
+    """The command is malformed, whatever the state of the ledger."""
+
+
+class InvalidAmountError(InvalidInputError):
+    """Minutes must be a non-zero ``int`` within the named maximum; nothing is ever rounded."""
+
+
+class UnbalancedEntryError(InvalidInputError):
+    """The postings of an entry do not sum to zero."""
+
+
+class PostingCountError(InvalidInputError):
+    """An entry has too few or too many postings, or names one account twice."""
+
+
+class NotFoundError(TimebankError, LookupError):
+    """Something named by the command does not exist."""
+
+
+class AccountNotFoundError(NotFoundError):
+    def __init__(self, codes: Sequence[str]) -> None:
+        self.codes = tuple(sorted(codes))
+        super().__init__(f"unknown account(s): {', '.join(self.codes)}")
+
+
+class EntryNotFoundError(NotFoundError):
+    pass
+
+
+class HoldNotFoundError(NotFoundError):
+    pass
+
+
+class RefusedError(TimebankError, ValueError):
+    """A well-formed command that the current state of the ledger refuses."""
+
+
+class AccountStateError(RefusedError):
+    """The account is not in a state that allows the operation (frozen, closed, not empty)."""
+
+
+class LimitExceededError(RefusedError):
+    """Posting or holding would take an account past its floor or ceiling (holds count)."""
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        limit: str,
+        limit_minutes: int,
+        available_minutes: int,
+        requested_minutes: int,
+    ) -> None:
+        self.account = account
+        self.limit = limit
+        self.limit_minutes = limit_minutes
+        self.available_minutes = available_minutes
+        self.requested_minutes = requested_minutes
+        if limit == "floor":
+            detail = (
+                f"needs {requested_minutes} minutes but only {available_minutes} are available "
+                f"above its floor of {limit_minutes}"
+            )
+        else:
+            detail = (
+                f"would receive {requested_minutes} minutes but only {available_minutes} fit "
+                f"under its ceiling of {limit_minutes}"
+            )
+        super().__init__(f"account {account!r} {detail}")
+
+
+class HoldExpiredError(RefusedError):
+    pass
+
+
+class ConflictError(RefusedError):
+    """The command clashes with something already recorded."""
+
+
+class IdempotencyConflictError(ConflictError):
+    """The idempotency key was used before for a command with other content."""
+
+    def __init__(self, key: str, fields: Sequence[str]) -> None:
+        self.key = key
+        self.fields = tuple(fields)
+        super().__init__(
+            f"idempotency key {key!r} was already used with different {', '.join(self.fields)}"
+        )
+
+
+class AlreadyReversedError(ConflictError):
+    pass
+
+
+class HoldResolvedError(ConflictError):
+    pass
+
+
+class AccountExistsError(ConflictError):
+    def __init__(self, code: str, fields: Sequence[str]) -> None:
+        self.code = code
+        self.fields = tuple(fields)
+        super().__init__(
+            f"account {code!r} already exists with different {', '.join(self.fields)}"
+        )
+
+
+class StorageError(TimebankError, RuntimeError):
+    """The database could not complete the operation."""
+
+
+class ConcurrencyError(StorageError):
+    """Serialization failures or deadlocks persisted past the bounded number of retries."""
+
+
+class SchemaError(StorageError):
+    """The database schema is missing or not at the version this library needs."""
+
+
+class IntegrityViolationError(StorageError):
+    """A database constraint refused a write that the library's own checks let through."""

@@ -1,0 +1,315 @@
+"""Commands (what callers ask for) and read models (what the ledger answers), as Pydantic models.
+
+Commands validate on construction and raise this library's own typed errors (see
+:mod:`timebank.errors`), never a bare ``pydantic.ValidationError``. Read models are frozen.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from timebank import errors
+from timebank._minutes import as_limit, as_minutes
+from timebank.limits import (
+    ACCOUNT_CODE_LENGTH_MAX,
+    ACCOUNT_TYPE_LENGTH_MAX,
+    ENTRY_CODE_LENGTH_MAX,
+    KEY_LENGTH_MAX,
+    MEMO_LENGTH_MAX,
+    METADATA_BYTES_MAX,
+    OPERATOR_LENGTH_MAX,
+    OWNER_REF_LENGTH_MAX,
+    POSTINGS_PER_ENTRY_MAX,
+)
+
+__all__ = [
+    "AccountSpec",
+    "AccountView",
+    "BalanceAsOf",
+    "BalanceView",
+    "BatchReceipt",
+    "EntryCommand",
+    "EntryView",
+    "HoldCommand",
+    "HoldView",
+    "IntegrityReport",
+    "PostingSpec",
+    "PostingView",
+    "StatementLine",
+    "StatementPage",
+    "TrialBalance",
+    "TrialBalanceLine",
+]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must be timezone-aware (for example datetime.now(UTC))")
+    return value
+
+
+def _small_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        size = len(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+    if size > METADATA_BYTES_MAX:
+        raise ValueError(f"metadata is {size} bytes, past the maximum of {METADATA_BYTES_MAX}")
+    return value
+
+
+Minutes = Annotated[int, BeforeValidator(as_minutes)]
+Key = Annotated[str, Field(min_length=1, max_length=KEY_LENGTH_MAX)]
+AccountCode = Annotated[str, Field(min_length=1, max_length=ACCOUNT_CODE_LENGTH_MAX)]
+EntryCode = Annotated[str, Field(min_length=1, max_length=ENTRY_CODE_LENGTH_MAX)]
+Operator = Annotated[str, Field(min_length=1, max_length=OPERATOR_LENGTH_MAX)]
+Memo = Annotated[str, Field(max_length=MEMO_LENGTH_MAX)]
+AwareDatetime = Annotated[datetime, Strict(), AfterValidator(_aware)]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_small_metadata)]
+
+
+def _translate(exc: ValidationError, model: str) -> errors.InvalidInputError:
+    """Turn Pydantic's report into this library's error, keeping every message."""
+    for err in exc.errors():
+        # Our validators raise our own errors; Pydantic keeps the original in ctx.
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, errors.InvalidInputError):
+            return ctx_error
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or model}: {err['msg']}" for err in exc.errors()
+    )
+    return errors.InvalidInputError(f"invalid {model}: {problems}")
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
+
+
+class PostingSpec(_Command):
+    """One leg of an entry: ``amount_minutes`` > 0 credits the account, < 0 debits it."""
+
+    account: AccountCode
+    amount_minutes: Minutes
+
+
+class EntryCommand(_Command):
+    """A balanced entry to post. ``occurred_at`` defaults to the recording time."""
+
+    idempotency_key: Key
+    code: EntryCode
+    postings: tuple[PostingSpec, ...]
+    operator: Operator
+    occurred_at: AwareDatetime | None = None
+    memo: Memo = ""
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _balanced(self) -> EntryCommand:
+        # Raised as plain ValueError inside Pydantic; __init__ turns it into the typed error.
+        check_postings(self.postings)
+        return self
+
+
+def check_postings(postings: tuple[PostingSpec, ...]) -> None:
+    count = len(postings)
+    if count < 2 or count > POSTINGS_PER_ENTRY_MAX:
+        raise errors.PostingCountError(
+            f"an entry needs between 2 and {POSTINGS_PER_ENTRY_MAX} postings, got {count}"
+        )
+    if len({p.account for p in postings}) != count:
+        raise errors.PostingCountError("an entry names each account at most once")
+    total = sum(p.amount_minutes for p in postings)
+    if total != 0:
+        raise errors.UnbalancedEntryError(f"postings sum to {total} minutes, not zero")
+
+
+class HoldCommand(_Command):
+    """Reserve ``amount_minutes`` moving from ``debit`` to ``credit`` (a pending transfer)."""
+
+    idempotency_key: Key
+    code: EntryCode
+    debit: AccountCode
+    credit: AccountCode
+    amount_minutes: Minutes
+    operator: Operator
+    expires_at: AwareDatetime | None = None
+    memo: Memo = ""
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> HoldCommand:
+        if self.amount_minutes < 0:
+            raise errors.InvalidAmountError("a hold's amount_minutes must be positive")
+        if self.debit == self.credit:
+            raise ValueError("debit and credit must be different accounts")
+        return self
+
+
+class AccountSpec(_Command):
+    """An account to open. ``floor_minutes=None`` means no floor (system accounts)."""
+
+    code: AccountCode
+    type: Annotated[str, Field(min_length=1, max_length=ACCOUNT_TYPE_LENGTH_MAX)]
+    owner_ref: Annotated[str, Field(max_length=OWNER_REF_LENGTH_MAX)] | None = None
+    floor_minutes: int | None = 0
+    ceiling_minutes: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("floor_minutes", "ceiling_minutes"):
+                if name in data:
+                    data[name] = as_limit(data[name], what=name)
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AccountSpec:
+        floor, ceiling = self.floor_minutes, self.ceiling_minutes
+        if floor is not None and ceiling is not None and floor > ceiling:
+            raise ValueError(f"floor_minutes {floor} is above ceiling_minutes {ceiling}")
+        return self
+
+
+# --- read models -------------------------------------------------------------------------
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AccountView(_View):
+    id: int
+    code: str
+    type: str
+    owner_ref: str | None
+    status: Literal["open", "frozen", "closed"]
+    status_reason: str
+    floor_minutes: int | None
+    ceiling_minutes: int | None
+    created_at: datetime
+
+
+class BalanceView(_View):
+    """The materialised balance. ``available_minutes`` = posted minus pending debits."""
+
+    account: str
+    posted_minutes: int
+    held_out_minutes: int
+    held_in_minutes: int
+    available_minutes: int
+    version: int
+
+
+class BalanceAsOf(_View):
+    """Posted balance as the ledger showed it at ``recorded_at`` (recording time, not service)."""
+
+    account: str
+    recorded_at: datetime
+    posted_minutes: int
+
+
+class PostingView(_View):
+    account: str
+    amount_minutes: int
+    balance_after_minutes: int
+
+
+class EntryView(_View):
+    id: int
+    idempotency_key: str
+    code: str
+    occurred_at: datetime
+    recorded_at: datetime
+    operator: str
+    memo: str
+    metadata: dict[str, Any] | None
+    reverses_entry_id: int | None
+    postings: tuple[PostingView, ...]
+
+
+class BatchReceipt(_View):
+    """What ``post_many`` did: entry ids in command order; replays wrote nothing."""
+
+    entry_ids: tuple[int, ...]
+    created_count: int
+    replayed_count: int
+
+
+class HoldView(_View):
+    id: int
+    idempotency_key: str
+    code: str
+    debit: str
+    credit: str
+    amount_minutes: int
+    status: Literal["pending", "posted", "voided", "expired"]
+    operator: str
+    memo: str
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    expires_at: datetime | None
+    resolved_at: datetime | None
+    posted_entry_id: int | None
+
+
+class StatementLine(_View):
+    posting_id: int
+    entry_id: int
+    idempotency_key: str
+    code: str
+    occurred_at: datetime
+    recorded_at: datetime
+    memo: str
+    amount_minutes: int
+    balance_after_minutes: int
+
+
+class StatementPage(_View):
+    """One page in recording order; pass ``next_cursor`` as ``after`` for the next page."""
+
+    account: str
+    lines: tuple[StatementLine, ...]
+    next_cursor: int | None
+
+
+class TrialBalanceLine(_View):
+    account: str
+    type: str
+    posted_minutes: int
+
+
+class TrialBalance(_View):
+    lines: tuple[TrialBalanceLine, ...]
+    by_type_minutes: dict[str, int]
+    total_minutes: int
+
+
+class IntegrityReport(_View):
+    """Result of replaying the ledger against its materialised state."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    entries: int
+    postings: int

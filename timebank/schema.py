@@ -1,0 +1,223 @@
+"""The tables of the ledger core (SQLAlchemy 2 typed declarative models).
+
+Sign convention: a posting's ``amount_minutes`` is signed. Positive adds minutes to the
+account (credit), negative takes them away (debit); the postings of an entry sum to zero.
+An account's ``posted_minutes`` is the sum of its postings, and each posting stores the
+account's running balance after it (``balance_after_minutes``), in recording order.
+
+Balances live on the account row itself, as TigerBeetle keeps them: one row to lock, and
+CHECK constraints that see the balance, the holds and the limits together.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import JSON
+
+from timebank.limits import (
+    ACCOUNT_CODE_LENGTH_MAX,
+    ACCOUNT_TYPE_LENGTH_MAX,
+    AMOUNT_MAX_MINUTES,
+    ENTRY_CODE_LENGTH_MAX,
+    KEY_LENGTH_MAX,
+    MEMO_LENGTH_MAX,
+    OPERATOR_LENGTH_MAX,
+    OWNER_REF_LENGTH_MAX,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ACCOUNT_STATUSES = ("open", "frozen", "closed")
+HOLD_STATUSES = ("pending", "posted", "voided", "expired")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, stored as naive UTC (SQLite and MariaDB keep no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY, so ids are BIGINT elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), int: BigInteger(), dict[str, Any]: JSON()}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Account(Base):
+    __tablename__ = "tb_accounts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(ACCOUNT_CODE_LENGTH_MAX), unique=True)
+    type: Mapped[str] = mapped_column(String(ACCOUNT_TYPE_LENGTH_MAX))
+    owner_ref: Mapped[str | None] = mapped_column(String(OWNER_REF_LENGTH_MAX))
+    status: Mapped[str] = mapped_column(String(8))
+    status_reason: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    floor_minutes: Mapped[int | None]
+    ceiling_minutes: Mapped[int | None]
+    posted_minutes: Mapped[int]
+    held_out_minutes: Mapped[int]
+    held_in_minutes: Mapped[int]
+    version: Mapped[int]
+    next_hold_expiry_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status"),
+        CheckConstraint("held_out_minutes >= 0 AND held_in_minutes >= 0", name="holds"),
+        CheckConstraint(
+            "floor_minutes IS NULL OR ceiling_minutes IS NULL OR floor_minutes <= ceiling_minutes",
+            name="limits",
+        ),
+        CheckConstraint(
+            "floor_minutes IS NULL OR posted_minutes - held_out_minutes >= floor_minutes",
+            name="floor",
+        ),
+        CheckConstraint(
+            "ceiling_minutes IS NULL OR posted_minutes + held_in_minutes <= ceiling_minutes",
+            name="ceiling",
+        ),
+        CheckConstraint(
+            "status <> 'closed' OR "
+            "(posted_minutes = 0 AND held_out_minutes = 0 AND held_in_minutes = 0)",
+            name="closed_empty",
+        ),
+    )
+
+
+class Entry(Base):
+    __tablename__ = "tb_entries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    code: Mapped[str] = mapped_column(String(ENTRY_CODE_LENGTH_MAX))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    operator: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    memo: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    reverses_entry_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_entries.id"), unique=True
+    )
+
+    __table_args__ = (
+        CheckConstraint("reverses_entry_id IS NULL OR reverses_entry_id <> id", name="reverses"),
+    )
+
+
+class Posting(Base):
+    __tablename__ = "tb_postings"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"))
+    account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+    amount_minutes: Mapped[int]
+    balance_after_minutes: Mapped[int]
+    # Copied from the entry so that "balance as of a recorded instant" is one index probe.
+    recorded_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("entry_id", "account_id"),
+        CheckConstraint(
+            f"amount_minutes <> 0 AND amount_minutes BETWEEN {-AMOUNT_MAX_MINUTES} "
+            f"AND {AMOUNT_MAX_MINUTES}",
+            name="amount",
+        ),
+        Index("ix_tb_postings_account_id_id", "account_id", "id"),
+        Index("ix_tb_postings_account_id_recorded_at", "account_id", "recorded_at", "id"),
+    )
+
+
+class Hold(Base):
+    __tablename__ = "tb_holds"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    code: Mapped[str] = mapped_column(String(ENTRY_CODE_LENGTH_MAX))
+    debit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
+    credit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
+    amount_minutes: Mapped[int]
+    status: Mapped[str] = mapped_column(String(8))
+    operator: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    memo: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolution_key: Mapped[str | None] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    posted_entry_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_entries.id"), unique=True
+    )
+
+    __table_args__ = (
+        CheckConstraint(_in("status", HOLD_STATUSES), name="status"),
+        CheckConstraint(
+            f"amount_minutes > 0 AND amount_minutes <= {AMOUNT_MAX_MINUTES}", name="amount"
+        ),
+        CheckConstraint("debit_account_id <> credit_account_id", name="accounts"),
+        CheckConstraint(
+            "(status = 'pending' AND resolved_at IS NULL) OR "
+            "(status <> 'pending' AND resolved_at IS NOT NULL)",
+            name="resolved",
+        ),
+        CheckConstraint(
+            "(status = 'posted') = (posted_entry_id IS NOT NULL)", name="posted_entry"
+        ),
+        Index("ix_tb_holds_status_expires_at", "status", "expires_at"),
+    )
+
+
+metadata = Base.metadata
+# Core handles for the hot paths.
+accounts = cast(Table, Account.__table__)
+entries = cast(Table, Entry.__table__)
+postings = cast(Table, Posting.__table__)
+holds = cast(Table, Hold.__table__)
