@@ -263,7 +263,7 @@ def load(conn: Connection, ids: Sequence[int]) -> list[EntryView]:
             reverses_entry_id=row["reverses_entry_id"],
             postings=tuple(legs[row["id"]]),
         )
-    return [views[i] for i in ids]
+    return [views[i] for i in ids if i in views]
 
 
 # --- reversal ------------------------------------------------------------------------------

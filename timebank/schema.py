@@ -148,10 +148,6 @@ class Entry(Base):
         Id, ForeignKey("tb_entries.id"), unique=True
     )
 
-    __table_args__ = (
-        CheckConstraint("reverses_entry_id IS NULL OR reverses_entry_id <> id", name="reverses"),
-    )
-
 
 class Posting(Base):
     __tablename__ = "tb_postings"

@@ -104,8 +104,6 @@ def _entries() -> None:
         sa.Column("memo", sa.String(500), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("reverses_entry_id", Id, nullable=True),
-        sa.CheckConstraint("reverses_entry_id IS NULL OR reverses_entry_id <> id",
-                           name=op.f("ck_tb_entries_reverses")),
         sa.ForeignKeyConstraint(["reverses_entry_id"], ["tb_entries.id"],
                                 name=op.f("fk_tb_entries_reverses_entry_id_tb_entries")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_entries")),
