@@ -106,8 +106,9 @@ def lock(
             locked[account.code] = account
     if len(locked) != len(wanted):
         raise errors.AccountNotFoundError([c for c in wanted if c not in locked])
-    if any(a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now
-           for a in locked.values()):
+    if any(
+        a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now for a in locked.values()
+    ):
         count = release_expired_holds(conn, locked, now)
         if expired is not None:
             expired.append(count)
@@ -121,19 +122,24 @@ def lock_ids(
     return lock(conn, codes.scalars(), now, expired=expired)
 
 
-def release_expired_holds(
-    conn: Connection, locked: dict[str, LockedAccount], now: datetime
-) -> int:
+def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], now: datetime) -> int:
     """Mark pending holds of ``locked`` accounts past their expiry as expired and give their
     minutes back. Counterparty accounts not yet locked are locked here (after the others:
     the only place a lock is taken out of code order; a rare deadlock is retried)."""
-    due = [a.id for a in locked.values()
-           if a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now]
+    due = [
+        a.id
+        for a in locked.values()
+        if a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now
+    ]
     rows = conn.execute(
-        select(holds.c.id, holds.c.debit_account_id, holds.c.credit_account_id,
-               holds.c.amount_minutes)
-        .where(holds.c.status == "pending", holds.c.expires_at <= now,
-               or_(holds.c.debit_account_id.in_(due), holds.c.credit_account_id.in_(due)))
+        select(
+            holds.c.id, holds.c.debit_account_id, holds.c.credit_account_id, holds.c.amount_minutes
+        )
+        .where(
+            holds.c.status == "pending",
+            holds.c.expires_at <= now,
+            or_(holds.c.debit_account_id.in_(due), holds.c.credit_account_id.in_(due)),
+        )
         .order_by(holds.c.id)
         .with_for_update()
     ).all()
@@ -165,8 +171,9 @@ def refresh_next_expiry(conn: Connection, targets: Iterable[LockedAccount]) -> N
         soonest = conn.execute(
             select(func.min(holds.c.expires_at)).where(
                 holds.c.status == "pending",
-                or_(holds.c.debit_account_id == account.id,
-                    holds.c.credit_account_id == account.id),
+                or_(
+                    holds.c.debit_account_id == account.id, holds.c.credit_account_id == account.id
+                ),
             )
         ).scalar()
         if soonest != account.next_hold_expiry_at:

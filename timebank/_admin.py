@@ -29,8 +29,9 @@ def open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime)
     for start in range(0, len(codes), SQL_CHUNK_ROWS):
         chunk = codes[start : start + SQL_CHUNK_ROWS]
         existing = conn.execute(
-            select(accounts.c.code, *(accounts.c[f] for f in _SPEC_FIELDS))
-            .where(accounts.c.code.in_(chunk))
+            select(accounts.c.code, *(accounts.c[f] for f in _SPEC_FIELDS)).where(
+                accounts.c.code.in_(chunk)
+            )
         )
         for row in existing:
             spec = by_code.pop(row.code)
@@ -84,9 +85,12 @@ def set_status(conn: Connection, code: str, status: str, reason: str, now: datet
     if account.status == status:
         return
     if account.status not in _TRANSITIONS[status]:
-        raise errors.AccountStateError(f"account {code!r} is {account.status}; cannot make it {status}")
-    if status == "closed" and (account.posted_minutes or account.held_out_minutes
-                               or account.held_in_minutes):
+        raise errors.AccountStateError(
+            f"account {code!r} is {account.status}; cannot make it {status}"
+        )
+    if status == "closed" and (
+        account.posted_minutes or account.held_out_minutes or account.held_in_minutes
+    ):
         raise errors.AccountStateError(
             f"account {code!r} cannot close: {account.posted_minutes} minutes posted, "
             f"{account.held_out_minutes + account.held_in_minutes} held"
@@ -107,13 +111,17 @@ def set_limits(
     account.require_open()
     if floor is not None and account.posted_minutes - account.held_out_minutes < floor:
         raise errors.LimitExceededError(
-            code, limit="floor", limit_minutes=floor,
+            code,
+            limit="floor",
+            limit_minutes=floor,
             available_minutes=account.posted_minutes - account.held_out_minutes - floor,
             requested_minutes=0,
         )
     if ceiling is not None and account.posted_minutes + account.held_in_minutes > ceiling:
         raise errors.LimitExceededError(
-            code, limit="ceiling", limit_minutes=ceiling,
+            code,
+            limit="ceiling",
+            limit_minutes=ceiling,
             available_minutes=ceiling - account.posted_minutes - account.held_in_minutes,
             requested_minutes=0,
         )

@@ -59,7 +59,7 @@ def configure_sqlite(engine: Engine) -> None:
     engine._timebank_sqlite = True  # type: ignore[attr-defined]
 
 
-class KeyRace(Exception):  # noqa: N818 - internal signal, never escapes the library
+class KeyRace(Exception):
     """An idempotency key (or account code) was claimed by a concurrent writer: roll back and
     run again, this time looking the key up first."""
 

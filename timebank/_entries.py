@@ -151,7 +151,7 @@ def _insert_entries(conn: Connection, drafts: Sequence[Draft], now: datetime) ->
         if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
             stmt = insert(entries).returning(entries.c.id, sort_by_parameter_order=True)
             return list(conn.execute(stmt, rows).scalars())
-        return [conn.execute(insert(entries), row).inserted_primary_key[0] for row in rows]
+        return [_insert_one(conn, row) for row in rows]
     except sa_exc.IntegrityError as exc:
         if violated(exc, "idempotency_key"):
             raise KeyRace from exc
@@ -160,6 +160,12 @@ def _insert_entries(conn: Connection, drafts: Sequence[Draft], now: datetime) ->
                 "the entry was reversed concurrently by another command"
             ) from exc
         raise
+
+
+def _insert_one(conn: Connection, row: dict[str, Any]) -> int:
+    key = conn.execute(insert(entries), row).inserted_primary_key
+    assert key is not None, "an INSERT returns its primary key"
+    return int(key[0])
 
 
 # --- replays -------------------------------------------------------------------------------
@@ -219,7 +225,9 @@ def _legs(cmd: EntryCommand) -> list[tuple[str, int]]:
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_by_keys(conn: Connection, keys: Sequence[str], *, lock: bool = False) -> dict[str, EntryView]:
+def load_by_keys(
+    conn: Connection, keys: Sequence[str], *, lock: bool = False
+) -> dict[str, EntryView]:
     found: dict[str, EntryView] = {}
     for start in range(0, len(keys), SQL_CHUNK_ROWS):
         query = select(entries.c.id).where(
@@ -239,8 +247,12 @@ def load(conn: Connection, ids: Sequence[int]) -> list[EntryView]:
         return []
     legs: dict[int, list[PostingView]] = {i: [] for i in ids}
     leg_rows = conn.execute(
-        select(postings.c.entry_id, accounts.c.code, postings.c.amount_minutes,
-               postings.c.balance_after_minutes)
+        select(
+            postings.c.entry_id,
+            accounts.c.code,
+            postings.c.amount_minutes,
+            postings.c.balance_after_minutes,
+        )
         .join(accounts, accounts.c.id == postings.c.account_id)
         .where(postings.c.entry_id.in_(ids))
         .order_by(postings.c.id)
@@ -282,9 +294,10 @@ def reversal_draft(
 ) -> Draft:
     """The mirror of entry ``entry_id``, linked to it. Refused if it was reversed already
     (by another key: a retry with the same key is a replay, not a second reversal)."""
-    [original] = load(conn, [entry_id]) or [None]
-    if original is None:
+    found = load(conn, [entry_id])
+    if not found:
         raise errors.EntryNotFoundError(f"no entry with id {entry_id}")
+    original = found[0]
     prior = conn.execute(
         select(entries.c.idempotency_key).where(entries.c.reverses_entry_id == entry_id)
     ).scalar()

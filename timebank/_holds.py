@@ -27,8 +27,7 @@ def create(conn: Connection, cmd: HoldCommand, clock: Clock, *, check_replays: b
     now = clock()
     debit, credit = locked[cmd.debit], locked[cmd.credit]
     try:
-        hold_id = conn.execute(insert(holds).values(_row(cmd, debit.id, credit.id, now))
-                               ).inserted_primary_key[0]
+        inserted = conn.execute(insert(holds).values(_row(cmd, debit.id, credit.id, now)))
     except sa_exc.IntegrityError as exc:
         if violated(exc, "idempotency_key"):
             raise KeyRace from exc
@@ -42,7 +41,8 @@ def create(conn: Connection, cmd: HoldCommand, clock: Clock, *, check_replays: b
                 account.next_hold_expiry_at = cmd.expires_at
                 account.expiry_dirty = True
     _accounts.write_back(conn, locked.values())
-    return int(hold_id)
+    assert inserted.inserted_primary_key is not None, "an INSERT returns its primary key"
+    return int(inserted.inserted_primary_key[0])
 
 
 def _row(cmd: HoldCommand, debit_id: int, credit_id: int, now: datetime) -> dict[str, Any]:
@@ -67,15 +67,21 @@ def _reserve(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, am
         available = debit.posted_minutes - debit.held_out_minutes - debit.floor_minutes
         if amount > available:
             raise errors.LimitExceededError(
-                debit.code, limit="floor", limit_minutes=debit.floor_minutes,
-                available_minutes=available, requested_minutes=amount,
+                debit.code,
+                limit="floor",
+                limit_minutes=debit.floor_minutes,
+                available_minutes=available,
+                requested_minutes=amount,
             )
     if credit.ceiling_minutes is not None:
         room = credit.ceiling_minutes - credit.posted_minutes - credit.held_in_minutes
         if amount > room:
             raise errors.LimitExceededError(
-                credit.code, limit="ceiling", limit_minutes=credit.ceiling_minutes,
-                available_minutes=room, requested_minutes=amount,
+                credit.code,
+                limit="ceiling",
+                limit_minutes=credit.ceiling_minutes,
+                available_minutes=room,
+                requested_minutes=amount,
             )
     debit.held_out_minutes += amount
     credit.held_in_minutes += amount
@@ -86,8 +92,16 @@ def _reserve(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, am
 def _check_replay(cmd: HoldCommand, view: HoldView) -> None:
     fields = [
         name
-        for name in ("code", "debit", "credit", "amount_minutes", "operator", "memo",
-                     "metadata", "expires_at")
+        for name in (
+            "code",
+            "debit",
+            "credit",
+            "amount_minutes",
+            "operator",
+            "memo",
+            "metadata",
+            "expires_at",
+        )
         if getattr(cmd, name) != getattr(view, name)
     ]
     if fields:
@@ -134,9 +148,17 @@ def resolve(
     _accounts.write_back(conn, locked.values())
     entry_id = None
     if not void:
-        entry_id = _post_from(conn, hold, key, amount, operator, memo, occurred_at, clock)
-    _mark(conn, hold_id, key=key, status="voided" if void else "posted", entry_id=entry_id,
-          now=now)
+        entry_id = _post_from(
+            conn,
+            hold,
+            key=key,
+            amount=amount,
+            operator=operator,
+            memo=memo,
+            occurred_at=occurred_at,
+            clock=clock,
+        )
+    _mark(conn, hold_id, key=key, status="voided" if void else "posted", entry_id=entry_id, now=now)
     return entry_id
 
 
@@ -148,18 +170,33 @@ def _release(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, am
 
 
 def _post_from(
-    conn: Connection, hold: Row[Any], key: str, amount: int, operator: str, memo: str,
-    occurred_at: datetime | None, clock: Clock,
+    conn: Connection,
+    hold: Row[Any],
+    *,
+    key: str,
+    amount: int,
+    operator: str,
+    memo: str,
+    occurred_at: datetime | None,
+    clock: Clock,
 ) -> int:
-    codes = dict(conn.execute(
-        select(accounts.c.id, accounts.c.code).where(
-            accounts.c.id.in_((hold.debit_account_id, hold.credit_account_id)))
-    ).tuples().all())
+    codes: dict[int, str] = dict(
+        conn.execute(
+            select(accounts.c.id, accounts.c.code).where(
+                accounts.c.id.in_((hold.debit_account_id, hold.credit_account_id))
+            )
+        ).all()
+    )
     cmd = EntryCommand(
-        idempotency_key=key, code=hold.code, operator=operator, memo=memo,
+        idempotency_key=key,
+        code=hold.code,
+        operator=operator,
+        memo=memo,
         occurred_at=occurred_at,
-        postings=(PostingSpec(account=codes[hold.debit_account_id], amount_minutes=-amount),
-                  PostingSpec(account=codes[hold.credit_account_id], amount_minutes=amount)),
+        postings=(
+            PostingSpec(account=codes[hold.debit_account_id], amount_minutes=-amount),
+            PostingSpec(account=codes[hold.credit_account_id], amount_minutes=amount),
+        ),
     )
     [entry_id], created = _entries.post(conn, [Draft(cmd)], clock, check_replays=True)
     if not created:
@@ -178,7 +215,12 @@ def _resolved_replay(hold: Row[Any], key: str, void: bool) -> int | None:
 
 
 def _mark(
-    conn: Connection, hold_id: int, *, key: str, status: str, entry_id: int | None,
+    conn: Connection,
+    hold_id: int,
+    *,
+    key: str,
+    status: str,
+    entry_id: int | None,
     now: datetime,
 ) -> None:
     try:
@@ -232,11 +274,20 @@ def load(conn: Connection, where: Any, *, lock: bool = False) -> list[HoldView]:
         query = query.with_for_update(read=True, of=holds)
     return [
         HoldView(
-            id=r["id"], idempotency_key=r["idempotency_key"], code=r["code"],
-            debit=r["debit_code"], credit=r["credit_code"], amount_minutes=r["amount_minutes"],
-            status=r["status"], operator=r["operator"], memo=r["memo"], metadata=r["metadata"],
-            created_at=r["created_at"], expires_at=r["expires_at"],
-            resolved_at=r["resolved_at"], posted_entry_id=r["posted_entry_id"],
+            id=r["id"],
+            idempotency_key=r["idempotency_key"],
+            code=r["code"],
+            debit=r["debit_code"],
+            credit=r["credit_code"],
+            amount_minutes=r["amount_minutes"],
+            status=r["status"],
+            operator=r["operator"],
+            memo=r["memo"],
+            metadata=r["metadata"],
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            resolved_at=r["resolved_at"],
+            posted_entry_id=r["posted_entry_id"],
         )
         for r in conn.execute(query).mappings()
     ]

@@ -31,9 +31,14 @@ def balance(conn: Connection, code: str, now: datetime) -> BalanceView:
     """Constant time: the materialised row. Holds past their expiry no longer reserve
     anything even before a writer sweeps them, so they are left out here too."""
     row = conn.execute(
-        select(accounts.c.id, accounts.c.posted_minutes, accounts.c.held_out_minutes,
-               accounts.c.held_in_minutes, accounts.c.version, accounts.c.next_hold_expiry_at)
-        .where(accounts.c.code == code)
+        select(
+            accounts.c.id,
+            accounts.c.posted_minutes,
+            accounts.c.held_out_minutes,
+            accounts.c.held_in_minutes,
+            accounts.c.version,
+            accounts.c.next_hold_expiry_at,
+        ).where(accounts.c.code == code)
     ).first()
     if row is None:
         raise errors.AccountNotFoundError([code])
@@ -51,12 +56,19 @@ def balance(conn: Connection, code: str, now: datetime) -> BalanceView:
 
 
 def _live_holds(conn: Connection, account_id: int, now: datetime) -> tuple[int, int]:
-    live = and_(holds.c.status == "pending",
-                or_(holds.c.expires_at.is_(None), holds.c.expires_at > now))
-    out = conn.execute(select(func.coalesce(func.sum(holds.c.amount_minutes), 0))
-                       .where(live, holds.c.debit_account_id == account_id)).scalar_one()
-    inn = conn.execute(select(func.coalesce(func.sum(holds.c.amount_minutes), 0))
-                       .where(live, holds.c.credit_account_id == account_id)).scalar_one()
+    live = and_(
+        holds.c.status == "pending", or_(holds.c.expires_at.is_(None), holds.c.expires_at > now)
+    )
+    out = conn.execute(
+        select(func.coalesce(func.sum(holds.c.amount_minutes), 0)).where(
+            live, holds.c.debit_account_id == account_id
+        )
+    ).scalar_one()
+    inn = conn.execute(
+        select(func.coalesce(func.sum(holds.c.amount_minutes), 0)).where(
+            live, holds.c.credit_account_id == account_id
+        )
+    ).scalar_one()
     return int(out), int(inn)
 
 
@@ -84,9 +96,17 @@ def statement(conn: Connection, code: str, after: int | None, limit: int) -> Sta
     """One page of an account's postings in recording order (keyset on the posting id)."""
     account_id = _account_id(conn, code)
     query = (
-        select(postings.c.id, postings.c.entry_id, entries.c.idempotency_key, entries.c.code,
-               entries.c.occurred_at, postings.c.recorded_at, entries.c.memo,
-               postings.c.amount_minutes, postings.c.balance_after_minutes)
+        select(
+            postings.c.id,
+            postings.c.entry_id,
+            entries.c.idempotency_key,
+            entries.c.code,
+            entries.c.occurred_at,
+            postings.c.recorded_at,
+            entries.c.memo,
+            postings.c.amount_minutes,
+            postings.c.balance_after_minutes,
+        )
         .join(entries, entries.c.id == postings.c.entry_id)
         .where(postings.c.account_id == account_id)
         .order_by(postings.c.id)
@@ -97,8 +117,15 @@ def statement(conn: Connection, code: str, after: int | None, limit: int) -> Sta
     rows = conn.execute(query).all()
     lines = tuple(
         StatementLine(
-            posting_id=r[0], entry_id=r[1], idempotency_key=r[2], code=r[3], occurred_at=r[4],
-            recorded_at=r[5], memo=r[6], amount_minutes=r[7], balance_after_minutes=r[8],
+            posting_id=r[0],
+            entry_id=r[1],
+            idempotency_key=r[2],
+            code=r[3],
+            occurred_at=r[4],
+            recorded_at=r[5],
+            memo=r[6],
+            amount_minutes=r[7],
+            balance_after_minutes=r[8],
         )
         for r in rows[:limit]
     )
@@ -108,8 +135,9 @@ def statement(conn: Connection, code: str, after: int | None, limit: int) -> Sta
 
 def trial_balance(conn: Connection) -> TrialBalance:
     rows = conn.execute(
-        select(accounts.c.code, accounts.c.type, accounts.c.posted_minutes)
-        .order_by(accounts.c.code)
+        select(accounts.c.code, accounts.c.type, accounts.c.posted_minutes).order_by(
+            accounts.c.code
+        )
     ).all()
     by_type: dict[str, int] = {}
     for _code, kind, posted in rows:
@@ -124,49 +152,75 @@ def trial_balance(conn: Connection) -> TrialBalance:
 def verify(conn: Connection) -> IntegrityReport:
     """Replay the journal against the materialised state (an audit: reads everything)."""
     problems: list[str] = []
-    sums = dict(conn.execute(
-        select(postings.c.account_id, func.sum(postings.c.amount_minutes))
-        .group_by(postings.c.account_id)).tuples().all())
-    last = dict(conn.execute(
-        select(postings.c.account_id, postings.c.balance_after_minutes)
-        .where(postings.c.id.in_(select(func.max(postings.c.id)).group_by(postings.c.account_id)))
-    ).tuples().all())
+    sums = dict(
+        conn.execute(
+            select(postings.c.account_id, func.sum(postings.c.amount_minutes)).group_by(
+                postings.c.account_id
+            )
+        ).all()
+    )
+    last = dict(
+        conn.execute(
+            select(postings.c.account_id, postings.c.balance_after_minutes).where(
+                postings.c.id.in_(select(func.max(postings.c.id)).group_by(postings.c.account_id))
+            )
+        ).all()
+    )
     held_out = _held_by(conn, holds.c.debit_account_id)
     held_in = _held_by(conn, holds.c.credit_account_id)
     for row in conn.execute(select(accounts)).mappings():
         account_id, code = row["id"], row["code"]
         replayed = int(sums.get(account_id, 0))
         if row["posted_minutes"] != replayed or last.get(account_id, 0) != replayed:
-            problems.append(f"{code}: materialised {row['posted_minutes']}, "
-                            f"postings sum {replayed}, last running {last.get(account_id, 0)}")
+            problems.append(
+                f"{code}: materialised {row['posted_minutes']}, "
+                f"postings sum {replayed}, last running {last.get(account_id, 0)}"
+            )
         if (row["held_out_minutes"], row["held_in_minutes"]) != (
-                held_out.get(account_id, 0), held_in.get(account_id, 0)):
-            problems.append(f"{code}: held {row['held_out_minutes']}/{row['held_in_minutes']} "
-                            f"!= pending holds {held_out.get(account_id, 0)}/"
-                            f"{held_in.get(account_id, 0)}")
+            held_out.get(account_id, 0),
+            held_in.get(account_id, 0),
+        ):
+            problems.append(
+                f"{code}: held {row['held_out_minutes']}/{row['held_in_minutes']} "
+                f"!= pending holds {held_out.get(account_id, 0)}/"
+                f"{held_in.get(account_id, 0)}"
+            )
         _check_limits(row, problems)
-    bad_entries = conn.execute(
-        select(postings.c.entry_id).group_by(postings.c.entry_id)
-        .having(or_(func.sum(postings.c.amount_minutes) != 0, func.count() < 2)).limit(100)
-    ).scalars().all()
+    bad_entries = (
+        conn.execute(
+            select(postings.c.entry_id)
+            .group_by(postings.c.entry_id)
+            .having(or_(func.sum(postings.c.amount_minutes) != 0, func.count() < 2))
+            .limit(100)
+        )
+        .scalars()
+        .all()
+    )
     problems.extend(f"entry {e}: postings do not balance" for e in bad_entries)
     n_entries = conn.execute(select(func.count()).select_from(entries)).scalar_one()
     n_with_postings = conn.execute(
-        select(func.count(func.distinct(postings.c.entry_id)))).scalar_one()
+        select(func.count(func.distinct(postings.c.entry_id)))
+    ).scalar_one()
     if n_entries != n_with_postings:
         problems.append(f"{n_entries - n_with_postings} entries have no postings")
     total = sum(int(v) for v in sums.values())
     if total != 0:
         problems.append(f"all postings sum to {total}, not zero")
     n_postings = conn.execute(select(func.count()).select_from(postings)).scalar_one()
-    return IntegrityReport(ok=not problems, problems=tuple(problems), entries=n_entries,
-                           postings=n_postings)
+    return IntegrityReport(
+        ok=not problems, problems=tuple(problems), entries=n_entries, postings=n_postings
+    )
 
 
 def _held_by(conn: Connection, column: ColumnElement[int]) -> dict[int, int]:
-    return {k: int(v) for k, v in conn.execute(
-        select(column, func.sum(holds.c.amount_minutes))
-        .where(holds.c.status == "pending").group_by(column)).tuples()}
+    return {
+        k: int(v)
+        for k, v in conn.execute(
+            select(column, func.sum(holds.c.amount_minutes))
+            .where(holds.c.status == "pending")
+            .group_by(column)
+        )
+    }
 
 
 def _check_limits(row: RowMapping, problems: list[str]) -> None:

@@ -167,9 +167,7 @@ class AccountExistsError(ConflictError):
     def __init__(self, code: str, fields: Sequence[str]) -> None:
         self.code = code
         self.fields = tuple(fields)
-        super().__init__(
-            f"account {code!r} already exists with different {', '.join(self.fields)}"
-        )
+        super().__init__(f"account {code!r} already exists with different {', '.join(self.fields)}")
 
 
 class StorageError(TimebankError, RuntimeError):

@@ -63,7 +63,7 @@ class _Operations:
     def open_account(
         self,
         code: str,
-        type: str,  # noqa: A002 - the domain's word
+        type: str,
         *,
         owner_ref: str | None = None,
         floor_minutes: int | None = 0,
@@ -71,8 +71,13 @@ class _Operations:
     ) -> AccountView:
         """Open an account (floor 0 by default: never overdrawn). Opening again with the
         same definition returns the account; another definition raises AccountExistsError."""
-        spec = AccountSpec(code=code, type=type, owner_ref=owner_ref,
-                           floor_minutes=floor_minutes, ceiling_minutes=ceiling_minutes)
+        spec = AccountSpec(
+            code=code,
+            type=type,
+            owner_ref=owner_ref,
+            floor_minutes=floor_minutes,
+            ceiling_minutes=ceiling_minutes,
+        )
         self.open_accounts([spec])
         return self.account(code)
 
@@ -130,13 +135,20 @@ class _Operations:
         minutes = as_minutes(amount_minutes)
         if minutes < 0:
             raise errors.InvalidAmountError("a transfer's amount_minutes must be positive")
-        return self.post(EntryCommand(
-            idempotency_key=idempotency_key, code=code, operator=operator,
-            occurred_at=occurred_at, memo=memo,
-            metadata=dict(metadata) if metadata is not None else None,
-            postings=(PostingSpec(account=debit, amount_minutes=-minutes),
-                      PostingSpec(account=credit, amount_minutes=minutes)),
-        ))
+        return self.post(
+            EntryCommand(
+                idempotency_key=idempotency_key,
+                code=code,
+                operator=operator,
+                occurred_at=occurred_at,
+                memo=memo,
+                metadata=dict(metadata) if metadata is not None else None,
+                postings=(
+                    PostingSpec(account=debit, amount_minutes=-minutes),
+                    PostingSpec(account=credit, amount_minutes=minutes),
+                ),
+            )
+        )
 
     def post_many(self, commands: Iterable[EntryCommand]) -> BatchReceipt:
         """Post a batch in ONE database transaction, with every check: all or nothing."""
@@ -148,12 +160,14 @@ class _Operations:
         if not drafts:
             return BatchReceipt(entry_ids=(), created_count=0, replayed_count=0)
         ids, created = self._post(drafts)
-        return BatchReceipt(entry_ids=tuple(ids), created_count=created,
-                            replayed_count=len(drafts) - created)
+        return BatchReceipt(
+            entry_ids=tuple(ids), created_count=created, replayed_count=len(drafts) - created
+        )
 
     def _post(self, drafts: Sequence[Draft]) -> tuple[list[int], int]:
-        return self._write(lambda conn, replays: _entries.post(
-            conn, drafts, self._clock, check_replays=replays))
+        return self._write(
+            lambda conn, replays: _entries.post(conn, drafts, self._clock, check_replays=replays)
+        )
 
     def reverse(
         self,
@@ -167,9 +181,14 @@ class _Operations:
         """Post the mirror of an entry, linked to it. An entry is reversed at most once."""
 
         def op(conn: Connection, replays: bool) -> int:
-            draft = _entries.reversal_draft(conn, entry_id, key=idempotency_key,
-                                            operator=operator, reason=reason,
-                                            occurred_at=occurred_at)
+            draft = _entries.reversal_draft(
+                conn,
+                entry_id,
+                key=idempotency_key,
+                operator=operator,
+                reason=reason,
+                occurred_at=occurred_at,
+            )
             [new_id], _ = _entries.post(conn, [draft], self._clock, check_replays=replays)
             return new_id
 
@@ -192,12 +211,19 @@ class _Operations:
     ) -> HoldView:
         """Reserve minutes from ``debit`` towards ``credit``, to post or void later."""
         command = HoldCommand(
-            idempotency_key=idempotency_key, debit=debit, credit=credit,
-            amount_minutes=amount_minutes, code=code, operator=operator, expires_at=expires_at,
-            memo=memo, metadata=dict(metadata) if metadata is not None else None,
+            idempotency_key=idempotency_key,
+            debit=debit,
+            credit=credit,
+            amount_minutes=amount_minutes,
+            code=code,
+            operator=operator,
+            expires_at=expires_at,
+            memo=memo,
+            metadata=dict(metadata) if metadata is not None else None,
         )
-        hold_id = self._write(lambda conn, replays: _holds.create(
-            conn, command, self._clock, check_replays=replays))
+        hold_id = self._write(
+            lambda conn, replays: _holds.create(conn, command, self._clock, check_replays=replays)
+        )
         return self.get_hold(hold_id)
 
     def post_hold(
@@ -214,9 +240,19 @@ class _Operations:
         amount = None if amount_minutes is None else as_minutes(amount_minutes)
         if amount is not None and amount < 0:
             raise errors.InvalidAmountError("amount_minutes to post must be positive")
-        entry_id = self._write(lambda conn, _r: _holds.resolve(
-            conn, hold_id, key=idempotency_key, post_minutes=amount, void=False,
-            operator=operator, memo=memo, occurred_at=occurred_at, clock=self._clock))
+        entry_id = self._write(
+            lambda conn, _r: _holds.resolve(
+                conn,
+                hold_id,
+                key=idempotency_key,
+                post_minutes=amount,
+                void=False,
+                operator=operator,
+                memo=memo,
+                occurred_at=occurred_at,
+                clock=self._clock,
+            )
+        )
         assert entry_id is not None
         return self.entry(entry_id)
 
@@ -224,9 +260,19 @@ class _Operations:
         self, hold_id: int, *, idempotency_key: str, operator: str, reason: str = ""
     ) -> HoldView:
         """Release a pending hold without posting anything."""
-        self._write(lambda conn, _r: _holds.resolve(
-            conn, hold_id, key=idempotency_key, post_minutes=None, void=True,
-            operator=operator, memo=reason, occurred_at=None, clock=self._clock))
+        self._write(
+            lambda conn, _r: _holds.resolve(
+                conn,
+                hold_id,
+                key=idempotency_key,
+                post_minutes=None,
+                void=True,
+                operator=operator,
+                memo=reason,
+                occurred_at=None,
+                clock=self._clock,
+            )
+        )
         return self.get_hold(hold_id)
 
     def expire_holds(self, *, limit: int = 1_000) -> int:
@@ -253,7 +299,9 @@ class _Operations:
             raise errors.InvalidInputError(f"limit must be between 1 and {PAGE_SIZE_MAX}")
         return self._read(lambda conn: _reads.statement(conn, code, after, limit))
 
-    def iter_statement(self, code: str, *, page_size: int = PAGE_SIZE_MAX) -> Iterator[StatementLine]:
+    def iter_statement(
+        self, code: str, *, page_size: int = PAGE_SIZE_MAX
+    ) -> Iterator[StatementLine]:
         """Every posting of an account, page by page (each page its own bounded query)."""
         after: int | None = None
         while True:
@@ -295,7 +343,9 @@ class Ledger(_Operations):
     >>> ledger = Ledger.open("sqlite:///bank.db")      # doctest: +SKIP
     """
 
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now, check_schema: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Clock = utc_now, check_schema: bool = True
+    ) -> None:
         self.engine = engine
         self._clock = clock
         if check_schema:
@@ -323,8 +373,8 @@ class Ledger(_Operations):
     def transaction(self) -> Iterator[LedgerTransaction]:
         """Several operations in one database transaction, committed at the end of the
         block and rolled back if it raises. No retries: the block is yours."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
+        with self.engine.connect() as raw:
+            conn = raw.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield LedgerTransaction(conn, clock=self._clock)
 
@@ -338,8 +388,8 @@ class Ledger(_Operations):
         check_replays = False
         for attempt in range(ATTEMPTS_MAX):
             try:
-                with self.engine.connect() as conn:
-                    conn = conn.execution_options(**{WRITE_OPTION: True})
+                with self.engine.connect() as raw:
+                    conn = raw.execution_options(**{WRITE_OPTION: True})
                     with conn.begin():
                         return op(conn, check_replays)
             except KeyRace:
@@ -347,7 +397,7 @@ class Ledger(_Operations):
             except sa_exc.DBAPIError as exc:
                 if not is_retryable(exc):
                     raise _translate(exc) from exc
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise errors.ConcurrencyError(
             f"gave up after {ATTEMPTS_MAX} attempts under contention; retry later"
         )

@@ -1,4 +1,4 @@
-"""Named bounds on everything that can grow (TigerBeetle style: every loop and input has a limit)."""
+"""Named bounds on everything that can grow (as TigerBeetle: every input has a limit)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Strict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )

@@ -12,7 +12,7 @@ CHECK constraints that see the balance, the holds and the limits together.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -85,7 +85,11 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), int: BigInteger(), dict[str, Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        int: BigInteger(),
+        dict[str, Any]: JSON(),
+    }
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -204,9 +208,7 @@ class Hold(Base):
             "(status <> 'pending' AND resolved_at IS NOT NULL)",
             name="resolved",
         ),
-        CheckConstraint(
-            "(status = 'posted') = (posted_entry_id IS NOT NULL)", name="posted_entry"
-        ),
+        CheckConstraint("(status = 'posted') = (posted_entry_id IS NOT NULL)", name="posted_entry"),
         Index("ix_tb_holds_status_expires_at", "status", "expires_at"),
     )
 

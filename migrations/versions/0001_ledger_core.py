@@ -71,8 +71,9 @@ def _accounts() -> None:
             "(posted_minutes = 0 AND held_out_minutes = 0 AND held_in_minutes = 0)",
             name=op.f("ck_tb_accounts_closed_empty"),
         ),
-        sa.CheckConstraint("status IN ('open', 'frozen', 'closed')",
-                           name=op.f("ck_tb_accounts_status")),
+        sa.CheckConstraint(
+            "status IN ('open', 'frozen', 'closed')", name=op.f("ck_tb_accounts_status")
+        ),
         sa.CheckConstraint(
             "ceiling_minutes IS NULL OR posted_minutes + held_in_minutes <= ceiling_minutes",
             name=op.f("ck_tb_accounts_ceiling"),
@@ -85,8 +86,9 @@ def _accounts() -> None:
             "floor_minutes IS NULL OR posted_minutes - held_out_minutes >= floor_minutes",
             name=op.f("ck_tb_accounts_floor"),
         ),
-        sa.CheckConstraint("held_out_minutes >= 0 AND held_in_minutes >= 0",
-                           name=op.f("ck_tb_accounts_holds")),
+        sa.CheckConstraint(
+            "held_out_minutes >= 0 AND held_in_minutes >= 0", name=op.f("ck_tb_accounts_holds")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_accounts")),
         sa.UniqueConstraint("code", name=op.f("uq_tb_accounts_code")),
     )
@@ -104,8 +106,11 @@ def _entries() -> None:
         sa.Column("memo", sa.String(500), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("reverses_entry_id", Id, nullable=True),
-        sa.ForeignKeyConstraint(["reverses_entry_id"], ["tb_entries.id"],
-                                name=op.f("fk_tb_entries_reverses_entry_id_tb_entries")),
+        sa.ForeignKeyConstraint(
+            ["reverses_entry_id"],
+            ["tb_entries.id"],
+            name=op.f("fk_tb_entries_reverses_entry_id_tb_entries"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_entries")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_tb_entries_idempotency_key")),
         sa.UniqueConstraint("reverses_entry_id", name=op.f("uq_tb_entries_reverses_entry_id")),
@@ -135,20 +140,35 @@ def _holds() -> None:
             "(status <> 'pending' AND resolved_at IS NOT NULL)",
             name=op.f("ck_tb_holds_resolved"),
         ),
-        sa.CheckConstraint("(status = 'posted') = (posted_entry_id IS NOT NULL)",
-                           name=op.f("ck_tb_holds_posted_entry")),
-        sa.CheckConstraint("status IN ('pending', 'posted', 'voided', 'expired')",
-                           name=op.f("ck_tb_holds_status")),
-        sa.CheckConstraint(f"amount_minutes > 0 AND amount_minutes <= {AMOUNT_MAX_MINUTES}",
-                           name=op.f("ck_tb_holds_amount")),
-        sa.CheckConstraint("debit_account_id <> credit_account_id",
-                           name=op.f("ck_tb_holds_accounts")),
-        sa.ForeignKeyConstraint(["credit_account_id"], ["tb_accounts.id"],
-                                name=op.f("fk_tb_holds_credit_account_id_tb_accounts")),
-        sa.ForeignKeyConstraint(["debit_account_id"], ["tb_accounts.id"],
-                                name=op.f("fk_tb_holds_debit_account_id_tb_accounts")),
-        sa.ForeignKeyConstraint(["posted_entry_id"], ["tb_entries.id"],
-                                name=op.f("fk_tb_holds_posted_entry_id_tb_entries")),
+        sa.CheckConstraint(
+            "(status = 'posted') = (posted_entry_id IS NOT NULL)",
+            name=op.f("ck_tb_holds_posted_entry"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'posted', 'voided', 'expired')", name=op.f("ck_tb_holds_status")
+        ),
+        sa.CheckConstraint(
+            f"amount_minutes > 0 AND amount_minutes <= {AMOUNT_MAX_MINUTES}",
+            name=op.f("ck_tb_holds_amount"),
+        ),
+        sa.CheckConstraint(
+            "debit_account_id <> credit_account_id", name=op.f("ck_tb_holds_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["credit_account_id"],
+            ["tb_accounts.id"],
+            name=op.f("fk_tb_holds_credit_account_id_tb_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["debit_account_id"],
+            ["tb_accounts.id"],
+            name=op.f("fk_tb_holds_debit_account_id_tb_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["posted_entry_id"],
+            ["tb_entries.id"],
+            name=op.f("fk_tb_holds_posted_entry_id_tb_entries"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_holds")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_tb_holds_idempotency_key")),
         sa.UniqueConstraint("posted_entry_id", name=op.f("uq_tb_holds_posted_entry_id")),
@@ -173,17 +193,21 @@ def _postings() -> None:
             f"AND {AMOUNT_MAX_MINUTES}",
             name=op.f("ck_tb_postings_amount"),
         ),
-        sa.ForeignKeyConstraint(["account_id"], ["tb_accounts.id"],
-                                name=op.f("fk_tb_postings_account_id_tb_accounts")),
-        sa.ForeignKeyConstraint(["entry_id"], ["tb_entries.id"],
-                                name=op.f("fk_tb_postings_entry_id_tb_entries")),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["tb_accounts.id"], name=op.f("fk_tb_postings_account_id_tb_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["entry_id"], ["tb_entries.id"], name=op.f("fk_tb_postings_entry_id_tb_entries")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_postings")),
-        sa.UniqueConstraint("entry_id", "account_id",
-                            name=op.f("uq_tb_postings_entry_id_account_id")),
+        sa.UniqueConstraint(
+            "entry_id", "account_id", name=op.f("uq_tb_postings_entry_id_account_id")
+        ),
     )
     op.create_index("ix_tb_postings_account_id_id", "tb_postings", ["account_id", "id"])
-    op.create_index("ix_tb_postings_account_id_recorded_at", "tb_postings",
-                    ["account_id", "recorded_at", "id"])
+    op.create_index(
+        "ix_tb_postings_account_id_recorded_at", "tb_postings", ["account_id", "recorded_at", "id"]
+    )
 
 
 def _postgresql_triggers() -> None:
@@ -194,18 +218,24 @@ def _postgresql_triggers() -> None:
                 USING ERRCODE = 'restrict_violation';
         END $$""")
     for table in ("tb_entries", "tb_postings"):
-        op.execute(f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
-                   "FOR EACH ROW EXECUTE FUNCTION tb_refuse_change()")
-        op.execute(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION tb_refuse_change()")
+        op.execute(
+            f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION tb_refuse_change()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION tb_refuse_change()"
+        )
     op.execute(f"""
         CREATE FUNCTION tb_refuse_frozen_move() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             RAISE EXCEPTION 'timebank: account %: {NOT_OPEN}', OLD.code
                 USING ERRCODE = 'check_violation';
         END $$""")
-    op.execute("CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts FOR EACH ROW "
-               f"WHEN ({FROZEN_MOVES}) EXECUTE FUNCTION tb_refuse_frozen_move()")
+    op.execute(
+        "CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts FOR EACH ROW "
+        f"WHEN ({FROZEN_MOVES}) EXECUTE FUNCTION tb_refuse_frozen_move()"
+    )
     # Checked at COMMIT, once per entry: its postings, written after it, must balance.
     op.execute("""
         CREATE FUNCTION tb_check_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -221,29 +251,39 @@ def _postgresql_triggers() -> None:
             END IF;
             RETURN NULL;
         END $$""")
-    op.execute("CREATE CONSTRAINT TRIGGER tb_entries_balanced AFTER INSERT ON tb_entries "
-               "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-               "EXECUTE FUNCTION tb_check_entry_balanced()")
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER tb_entries_balanced AFTER INSERT ON tb_entries "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        "EXECUTE FUNCTION tb_check_entry_balanced()"
+    )
 
 
 def _sqlite_triggers() -> None:
     for table in ("tb_entries", "tb_postings"):
         for action in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, 'timebank: {IMMUTABLE}'); END")
-    op.execute(f"CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts "
-               f"WHEN {FROZEN_MOVES} BEGIN SELECT RAISE(ABORT, 'timebank: {NOT_OPEN}'); END")
+            op.execute(
+                f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, 'timebank: {IMMUTABLE}'); END"
+            )
+    op.execute(
+        f"CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts "
+        f"WHEN {FROZEN_MOVES} BEGIN SELECT RAISE(ABORT, 'timebank: {NOT_OPEN}'); END"
+    )
 
 
 def _mysql_triggers() -> None:
     for table in ("tb_entries", "tb_postings"):
         for action in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                       f"FOR EACH ROW SIGNAL SQLSTATE '45000' "
-                       f"SET MESSAGE_TEXT = 'timebank: {IMMUTABLE}'")
-    op.execute(f"CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts FOR EACH ROW "
-               f"BEGIN IF {FROZEN_MOVES} THEN SIGNAL SQLSTATE '45000' "
-               f"SET MESSAGE_TEXT = 'timebank: {NOT_OPEN}'; END IF; END")
+            op.execute(
+                f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                f"FOR EACH ROW SIGNAL SQLSTATE '45000' "
+                f"SET MESSAGE_TEXT = 'timebank: {IMMUTABLE}'"
+            )
+    op.execute(
+        f"CREATE TRIGGER tb_accounts_frozen BEFORE UPDATE ON tb_accounts FOR EACH ROW "
+        f"BEGIN IF {FROZEN_MOVES} THEN SIGNAL SQLSTATE '45000' "
+        f"SET MESSAGE_TEXT = 'timebank: {NOT_OPEN}'; END IF; END"
+    )
 
 
 def downgrade() -> None:

@@ -1,0 +1,88 @@
+"""Models and migrations agree; schema checks name the fix; the demo and the CLI run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+import timebank
+from timebank.cli import main as cli_main
+from timebank.schema import metadata
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        timebank.upgrade(engine)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_new_database_is_created_at_head(db_url: str) -> None:
+    ledger = timebank.Ledger.open(db_url)
+    try:
+        assert timebank.current_revision(ledger.engine) == timebank.head_revision()
+        tables = set(inspect(ledger.engine).get_table_names())
+        assert {"tb_accounts", "tb_entries", "tb_postings", "tb_holds"} <= tables
+    finally:
+        ledger.dispose()
+
+
+def test_unmigrated_database_is_refused_with_the_fix(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        with pytest.raises(timebank.SchemaError, match=r"timebank\.upgrade\(engine\)"):
+            timebank.Ledger(engine)
+        assert timebank.current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_database_behind_head_is_refused_not_migrated(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        timebank.upgrade(engine)
+        with engine.begin() as conn:  # pretend the schema is at an older revision
+            conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+        with pytest.raises(timebank.SchemaError, match="is at schema revision 0000") as info:
+            timebank.Ledger.open(sqlite_url)
+        assert "timebank migrate --db URL" in str(info.value)
+        assert isinstance(info.value, RuntimeError)
+    finally:
+        engine.dispose()
+
+
+def test_cli_migrate(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["migrate", "--db", sqlite_url]) == 0
+    assert timebank.head_revision() in capsys.readouterr().out
+
+
+def test_demo_creates_its_file_and_refuses_to_run_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "demo.db"
+    assert cli_main(["demo", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert str(db) in out
+    assert "refused overdraft" in out
+    assert "returned entry 4 and wrote nothing" in out
+    assert "integrity: ok" in out
+    assert cli_main(["demo", "--db", str(db)]) == 1
+
+
+def test_demo_default_path_is_the_current_folder(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "timebank.cli", "demo"], cwd=tmp_path, capture_output=True,
+        text=True, check=True,
+    )
+    assert (tmp_path / "timebank-demo.db").is_file()
+    assert str(tmp_path / "timebank-demo.db") in result.stdout
