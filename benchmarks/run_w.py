@@ -113,13 +113,23 @@ REGISTRY: dict[str, ContenderSpec] = {
     "naive": ContenderSpec(label="naive ORM", make=NaiveOrm, limited=True),
 }
 
-# ---- timebank contender: registered here by the lead ---------------------------------------
-# The lead writes benchmarks/contender_timebank.py and registers it below, e.g.
-#   from contender_timebank import TimebankContender
-#   REGISTRY["timebank"] = ContenderSpec(
-#       label="timebank", make=TimebankContender, make_engine=..., exact=False)
-# (make_engine: the library's own engine factory, so it runs with its own defaults.)
-# --------------------------------------------------------------------------------------------
+
+def _timebank_engine(url: URL) -> Engine:
+    import timebank
+
+    return timebank.make_engine(url.render_as_string(hide_password=False))
+
+
+def _timebank() -> Contender:
+    from contender_timebank import TimebankContender
+
+    return TimebankContender()
+
+
+# The core run has no floors, so it must reproduce the reference balances exactly.
+REGISTRY["timebank"] = ContenderSpec(
+    label="timebank (post_many / transfer)", make=_timebank, make_engine=_timebank_engine
+)
 
 
 @dataclass(frozen=True)
@@ -246,7 +256,7 @@ def run_contender(
     return Result(
         name=name,
         label=spec.label,
-        limited=spec.limited,
+        limited=b_count < PHASE_B_COUNT,
         b_count=b_count,
         b_seconds=b.seconds,
         o_count=o_count,

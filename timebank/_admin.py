@@ -67,6 +67,7 @@ def _row(spec: AccountSpec, now: datetime) -> dict[str, object]:
         "held_in_minutes": 0,
         "version": 0,
         "next_hold_expiry_at": None,
+        "last_recorded_at": None,
         "created_at": now,
     }
 

@@ -22,7 +22,6 @@ def make_engine(url: str, **engine_kwargs: Any) -> Engine:
         engine = create_engine(parsed, **engine_kwargs)
         configure_sqlite(engine)
         return engine
-    engine_kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **engine_kwargs)
 
 
@@ -54,7 +53,10 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Straight to the driver: this runs once per operation, on the hot path.
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "BEGIN IMMEDIATE" if write else "BEGIN"
+        )
 
     engine._timebank_sqlite = True  # type: ignore[attr-defined]
 

@@ -142,7 +142,7 @@ def _report(ledger: Ledger, say: Say) -> None:
     say("statement of member:zhang-min (recording order):")
     for item in ledger.iter_statement("member:zhang-min"):
         say(
-            f"  #{item.posting_id:<3} {item.code:<11} {item.amount_minutes:>+6}  "
+            f"  #{item.entry_id:<3} {item.code:<11} {item.amount_minutes:>+6}  "
             f"balance {item.balance_after_minutes:>5}  served {item.occurred_at:%Y-%m-%d}"
         )
     report = ledger.verify()

@@ -3,16 +3,17 @@ entry and for a batch, so the fast path and the careful path are the same path."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
 from timebank import _accounts, errors
 from timebank._accounts import LockedAccount
+from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
 from timebank._db import KeyRace, violated
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.models import EntryCommand, EntryView, PostingSpec, PostingView
@@ -29,8 +30,47 @@ class Draft:
     reverses_entry_id: int | None = None
 
 
+def post_one(conn: Connection, draft: Draft, clock: Clock, *, check_replays: bool) -> EntryView:
+    """Post one entry and return it, built from what was just written (no read back)."""
+    written: list[_Written] = []
+    [entry_id], created = post(conn, [draft], clock, check_replays=check_replays, sink=written)
+    if not created:
+        return load(conn, [entry_id])[0]
+    [(now, locked, rows)] = written
+    cmd = draft.command
+    codes = {account.id: code for code, account in locked.items()}
+    legs = sorted(
+        (
+            PostingView(account=codes[row[1]], amount_minutes=row[2], balance_after_minutes=row[3])
+            for row in rows
+        ),
+        key=lambda leg: leg.account,
+    )
+    return EntryView(
+        id=entry_id,
+        idempotency_key=cmd.idempotency_key,
+        code=cmd.code,
+        occurred_at=cmd.occurred_at or now,
+        recorded_at=now,
+        operator=cmd.operator,
+        memo=cmd.memo,
+        metadata=cmd.metadata,
+        reverses_entry_id=draft.reverses_entry_id,
+        postings=tuple(legs),
+    )
+
+
+_Row = tuple[int, int, int, int, datetime]
+_Written = tuple[datetime, dict[str, LockedAccount], list[_Row]]
+
+
 def post(
-    conn: Connection, drafts: Sequence[Draft], clock: Clock, *, check_replays: bool
+    conn: Connection,
+    drafts: Sequence[Draft],
+    clock: Clock,
+    *,
+    check_replays: bool,
+    sink: list[_Written] | None = None,
 ) -> tuple[list[int], int]:
     """Write ``drafts`` in order; return (entry id per draft, number of entries created).
 
@@ -44,7 +84,9 @@ def post(
         _match_replays(conn, drafts, fresh, ids)
         fresh = [i for i in fresh if ids[i] is None]
     if fresh:
-        _write(conn, [drafts[i] for i in fresh], clock, fresh, ids)
+        written = _write(conn, [drafts[i] for i in fresh], clock, fresh, ids)
+        if sink is not None:
+            sink.append(written)
     _fill_duplicates(drafts, ids)
     result = [i for i in ids if i is not None]
     assert len(result) == len(drafts), "every draft has an entry id"
@@ -84,18 +126,43 @@ def _write(
     clock: Clock,
     positions: Sequence[int],
     ids: list[int | None],
-) -> None:
+) -> _Written:
     codes = {p.account for d in drafts for p in d.command.postings}
     locked = _accounts.lock(conn, codes, clock())
-    # The clock is read after the locks, so that per account recording order and
-    # recorded_at agree even when writers queue on a lock.
-    now = clock()
+    now = _recording_time(clock(), locked.values())
     entry_ids = _insert_entries(conn, drafts, now)
     rows = _apply(drafts, entry_ids, locked, now)
-    conn.execute(insert(postings), rows)
+    _POSTINGS.execute(conn, rows)
     _accounts.write_back(conn, locked.values())
     for position, entry_id in zip(positions, entry_ids, strict=True):
         ids[position] = entry_id
+    return now, locked, rows
+
+
+def _recording_time(clock_now: datetime, locked: Iterable[LockedAccount]) -> datetime:
+    """The clock, read after the locks, and never earlier than an account's last posting: per
+    account, recording order (entry ids) and recorded_at then always agree, whatever the
+    clock does, so one index serves statements and balances as of an instant."""
+    latest = [a.last_recorded_at for a in locked if a.last_recorded_at is not None]
+    return max(clock_now, *latest) if latest else clock_now
+
+
+_ENTRY_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "code",
+    "occurred_at",
+    "recorded_at",
+    "operator",
+    "memo",
+    "metadata",
+    "reverses_entry_id",
+)
+_ENTRIES_WITH_ID = bulk_insert(entries, _ENTRY_COLUMNS)
+_ENTRY = bulk_insert(entries, _ENTRY_COLUMNS[1:])
+_POSTINGS = bulk_insert(
+    postings, ("entry_id", "account_id", "amount_minutes", "balance_after_minutes", "recorded_at")
+)
 
 
 def _apply(
@@ -103,24 +170,17 @@ def _apply(
     entry_ids: Sequence[int],
     locked: dict[str, LockedAccount],
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[tuple[int, int, int, int, datetime]]:
     """Check status and limits entry by entry, in order; build the posting rows."""
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, int, int, int, datetime]] = []
     for number, (draft, entry_id) in enumerate(zip(drafts, entry_ids, strict=True)):
         try:
             for spec in draft.command.postings:
                 account = locked[spec.account]
                 account.require_open()
                 after = account.apply(spec.amount_minutes)
-                rows.append(
-                    {
-                        "entry_id": entry_id,
-                        "account_id": account.id,
-                        "amount_minutes": spec.amount_minutes,
-                        "balance_after_minutes": after,
-                        "recorded_at": now,
-                    }
-                )
+                account.last_recorded_at = now
+                rows.append((entry_id, account.id, spec.amount_minutes, after, now))
         except errors.TimebankError as exc:
             if len(drafts) > 1:
                 exc.add_note(
@@ -131,27 +191,30 @@ def _apply(
     return rows
 
 
-def _entry_row(draft: Draft, now: datetime) -> dict[str, Any]:
+def _entry_row(draft: Draft, now: datetime) -> tuple[Any, ...]:
     cmd = draft.command
-    return {
-        "idempotency_key": cmd.idempotency_key,
-        "code": cmd.code,
-        "occurred_at": cmd.occurred_at or now,
-        "recorded_at": now,
-        "operator": cmd.operator,
-        "memo": cmd.memo,
-        "metadata": cmd.metadata,
-        "reverses_entry_id": draft.reverses_entry_id,
-    }
+    return (
+        cmd.idempotency_key,
+        cmd.code,
+        cmd.occurred_at or now,
+        now,
+        cmd.operator,
+        cmd.memo,
+        cmd.metadata,
+        draft.reverses_entry_id,
+    )
 
 
 def _insert_entries(conn: Connection, drafts: Sequence[Draft], now: datetime) -> list[int]:
+    """Insert the entry rows first: the unique key is claimed before any check runs, so a
+    concurrent duplicate is recognised as a replay, not refused for a limit."""
     rows = [_entry_row(d, now) for d in drafts]
     try:
-        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-            stmt = insert(entries).returning(entries.c.id, sort_by_parameter_order=True)
-            return list(conn.execute(stmt, rows).scalars())
-        return [_insert_one(conn, row) for row in rows]
+        if len(rows) > 1 and can_reserve_ids(conn):
+            ids = reserve_ids(conn, entries, len(rows))
+            _ENTRIES_WITH_ID.execute(conn, [(i, *row) for i, row in zip(ids, rows, strict=True)])
+            return ids
+        return [_ENTRY.insert_one(conn, row) for row in rows]
     except sa_exc.IntegrityError as exc:
         if violated(exc, "idempotency_key"):
             raise KeyRace from exc
@@ -160,12 +223,6 @@ def _insert_entries(conn: Connection, drafts: Sequence[Draft], now: datetime) ->
                 "the entry was reversed concurrently by another command"
             ) from exc
         raise
-
-
-def _insert_one(conn: Connection, row: dict[str, Any]) -> int:
-    key = conn.execute(insert(entries), row).inserted_primary_key
-    assert key is not None, "an INSERT returns its primary key"
-    return int(key[0])
 
 
 # --- replays -------------------------------------------------------------------------------
@@ -255,7 +312,7 @@ def load(conn: Connection, ids: Sequence[int]) -> list[EntryView]:
         )
         .join(accounts, accounts.c.id == postings.c.account_id)
         .where(postings.c.entry_id.in_(ids))
-        .order_by(postings.c.id)
+        .order_by(postings.c.entry_id, accounts.c.code)
     )
     for entry_id, code, amount, after in leg_rows:
         legs[entry_id].append(

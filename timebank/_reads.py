@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, select, tuple_
 
 from timebank import errors
 from timebank.models import (
@@ -79,7 +79,7 @@ def balance_as_of(conn: Connection, code: str, recorded_at: datetime) -> Balance
     after = conn.execute(
         select(postings.c.balance_after_minutes)
         .where(postings.c.account_id == account_id, postings.c.recorded_at <= recorded_at)
-        .order_by(postings.c.recorded_at.desc(), postings.c.id.desc())
+        .order_by(postings.c.recorded_at.desc(), postings.c.entry_id.desc())
         .limit(1)
     ).scalar()
     return BalanceAsOf(account=code, recorded_at=recorded_at, posted_minutes=after or 0)
@@ -93,11 +93,12 @@ def _account_id(conn: Connection, code: str) -> int:
 
 
 def statement(conn: Connection, code: str, after: int | None, limit: int) -> StatementPage:
-    """One page of an account's postings in recording order (keyset on the posting id)."""
+    """One page of an account's postings in recording order. Keyset pagination on the index
+    (account, recorded_at, entry): ``after`` is the entry id of the previous page's last line,
+    so a page costs the same whatever the length of the history."""
     account_id = _account_id(conn, code)
     query = (
         select(
-            postings.c.id,
             postings.c.entry_id,
             entries.c.idempotency_key,
             entries.c.code,
@@ -109,27 +110,34 @@ def statement(conn: Connection, code: str, after: int | None, limit: int) -> Sta
         )
         .join(entries, entries.c.id == postings.c.entry_id)
         .where(postings.c.account_id == account_id)
-        .order_by(postings.c.id)
+        .order_by(postings.c.recorded_at, postings.c.entry_id)
         .limit(limit + 1)
     )
     if after is not None:
-        query = query.where(postings.c.id > after)
+        cursor_at = (
+            select(postings.c.recorded_at)
+            .where(postings.c.entry_id == after, postings.c.account_id == account_id)
+            .scalar_subquery()
+        )
+        query = query.where(
+            postings.c.recorded_at >= cursor_at,
+            or_(postings.c.recorded_at > cursor_at, postings.c.entry_id > after),
+        )
     rows = conn.execute(query).all()
     lines = tuple(
         StatementLine(
-            posting_id=r[0],
-            entry_id=r[1],
-            idempotency_key=r[2],
-            code=r[3],
-            occurred_at=r[4],
-            recorded_at=r[5],
-            memo=r[6],
-            amount_minutes=r[7],
-            balance_after_minutes=r[8],
+            entry_id=r[0],
+            idempotency_key=r[1],
+            code=r[2],
+            occurred_at=r[3],
+            recorded_at=r[4],
+            memo=r[5],
+            amount_minutes=r[6],
+            balance_after_minutes=r[7],
         )
         for r in rows[:limit]
     )
-    next_cursor = lines[-1].posting_id if len(rows) > limit else None
+    next_cursor = lines[-1].entry_id if len(rows) > limit else None
     return StatementPage(account=code, lines=lines, next_cursor=next_cursor)
 
 
@@ -162,7 +170,11 @@ def verify(conn: Connection) -> IntegrityReport:
     last = dict(
         conn.execute(
             select(postings.c.account_id, postings.c.balance_after_minutes).where(
-                postings.c.id.in_(select(func.max(postings.c.id)).group_by(postings.c.account_id))
+                tuple_(postings.c.account_id, postings.c.entry_id).in_(
+                    select(postings.c.account_id, func.max(postings.c.entry_id)).group_by(
+                        postings.c.account_id
+                    )
+                )
             )
         ).all()
     )

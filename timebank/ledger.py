@@ -115,8 +115,10 @@ class _Operations:
 
     def post(self, command: EntryCommand) -> EntryView:
         """Post one balanced entry. Repeating a command returns the original entry."""
-        [entry_id], _ = self._post([Draft(command)])
-        return self.entry(entry_id)
+        draft = Draft(command)
+        return self._write(
+            lambda conn, replays: _entries.post_one(conn, draft, self._clock, check_replays=replays)
+        )
 
     def transfer(
         self,
@@ -180,7 +182,7 @@ class _Operations:
     ) -> EntryView:
         """Post the mirror of an entry, linked to it. An entry is reversed at most once."""
 
-        def op(conn: Connection, replays: bool) -> int:
+        def op(conn: Connection, replays: bool) -> EntryView:
             draft = _entries.reversal_draft(
                 conn,
                 entry_id,
@@ -189,10 +191,9 @@ class _Operations:
                 reason=reason,
                 occurred_at=occurred_at,
             )
-            [new_id], _ = _entries.post(conn, [draft], self._clock, check_replays=replays)
-            return new_id
+            return _entries.post_one(conn, draft, self._clock, check_replays=replays)
 
-        return self.entry(self._write(op))
+        return self._write(op)
 
     # --- holds ------------------------------------------------------------------------
 

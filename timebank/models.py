@@ -275,7 +275,6 @@ class HoldView(_View):
 
 
 class StatementLine(_View):
-    posting_id: int
     entry_id: int
     idempotency_key: str
     code: str

@@ -26,7 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -69,6 +69,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:
+            return value.replace(tzinfo=None)
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; pass an aware datetime")
         return value.astimezone(UTC).replace(tzinfo=None)
@@ -88,7 +90,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
         int: BigInteger(),
-        dict[str, Any]: JSON(),
+        dict[str, Any]: JSON(none_as_null=True),
     }
 
 
@@ -112,6 +114,8 @@ class Account(Base):
     held_in_minutes: Mapped[int]
     version: Mapped[int]
     next_hold_expiry_at: Mapped[datetime | None]
+    # Latest recorded_at of the account's postings: recording time never goes backwards.
+    last_recorded_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
     __table_args__ = (
@@ -148,31 +152,46 @@ class Entry(Base):
     operator: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
     memo: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata")
-    reverses_entry_id: Mapped[int | None] = mapped_column(
-        Id, ForeignKey("tb_entries.id"), unique=True
+    reverses_entry_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_entries.id"))
+
+    __table_args__ = (
+        # An entry is reversed at most once. Partial where the database allows it, so the
+        # many entries that reverse nothing cost no index entry.
+        Index(
+            "uq_tb_entries_reverses_entry_id",
+            "reverses_entry_id",
+            unique=True,
+            postgresql_where=text("reverses_entry_id IS NOT NULL"),
+            sqlite_where=text("reverses_entry_id IS NOT NULL"),
+        ),
     )
 
 
 class Posting(Base):
+    """One leg of an entry. Keyed by (entry, account): an entry names an account once.
+
+    Per account, recording order is entry-id order and also ``recorded_at`` order (the
+    ledger never lets an account's recording time go backwards), so one index serves the
+    statement, the running balance and "balance as of a recorded instant".
+    """
+
     __tablename__ = "tb_postings"
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"))
-    account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), primary_key=True)
     amount_minutes: Mapped[int]
     balance_after_minutes: Mapped[int]
-    # Copied from the entry so that "balance as of a recorded instant" is one index probe.
     recorded_at: Mapped[datetime]
 
     __table_args__ = (
-        UniqueConstraint("entry_id", "account_id"),
         CheckConstraint(
             f"amount_minutes <> 0 AND amount_minutes BETWEEN {-AMOUNT_MAX_MINUTES} "
             f"AND {AMOUNT_MAX_MINUTES}",
             name="amount",
         ),
-        Index("ix_tb_postings_account_id_id", "account_id", "id"),
-        Index("ix_tb_postings_account_id_recorded_at", "account_id", "recorded_at", "id"),
+        Index("ix_tb_postings_account_id_recorded_at", "account_id", "recorded_at", "entry_id"),
+        # On SQLite the primary key is the table itself: one B-tree less per posting.
+        {"sqlite_with_rowid": False},
     )
 
 

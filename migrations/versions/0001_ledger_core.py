@@ -65,6 +65,7 @@ def _accounts() -> None:
         sa.Column("held_in_minutes", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("next_hold_expiry_at", Stamp, nullable=True),
+        sa.Column("last_recorded_at", Stamp, nullable=True),
         sa.Column("created_at", Stamp, nullable=False),
         sa.CheckConstraint(
             "status <> 'closed' OR "
@@ -113,7 +114,14 @@ def _entries() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_entries")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_tb_entries_idempotency_key")),
-        sa.UniqueConstraint("reverses_entry_id", name=op.f("uq_tb_entries_reverses_entry_id")),
+    )
+    op.create_index(
+        "uq_tb_entries_reverses_entry_id",
+        "tb_entries",
+        ["reverses_entry_id"],
+        unique=True,
+        postgresql_where=sa.text("reverses_entry_id IS NOT NULL"),
+        sqlite_where=sa.text("reverses_entry_id IS NOT NULL"),
     )
 
 
@@ -182,7 +190,6 @@ def _holds() -> None:
 def _postings() -> None:
     op.create_table(
         "tb_postings",
-        sa.Column("id", Id, autoincrement=True, nullable=False),
         sa.Column("entry_id", Id, nullable=False),
         sa.Column("account_id", Id, nullable=False),
         sa.Column("amount_minutes", sa.BigInteger(), nullable=False),
@@ -199,14 +206,13 @@ def _postings() -> None:
         sa.ForeignKeyConstraint(
             ["entry_id"], ["tb_entries.id"], name=op.f("fk_tb_postings_entry_id_tb_entries")
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_tb_postings")),
-        sa.UniqueConstraint(
-            "entry_id", "account_id", name=op.f("uq_tb_postings_entry_id_account_id")
-        ),
+        sa.PrimaryKeyConstraint("entry_id", "account_id", name=op.f("pk_tb_postings")),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_tb_postings_account_id_id", "tb_postings", ["account_id", "id"])
     op.create_index(
-        "ix_tb_postings_account_id_recorded_at", "tb_postings", ["account_id", "recorded_at", "id"]
+        "ix_tb_postings_account_id_recorded_at",
+        "tb_postings",
+        ["account_id", "recorded_at", "entry_id"],
     )
 
 

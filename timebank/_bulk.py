@@ -1,0 +1,162 @@
+"""The hot path's tools.
+
+Many-row statements go straight to the driver's ``executemany`` (on PostgreSQL: one statement
+whose rows travel as one array per column, through ``unnest``): SQLAlchemy's per-row parameter
+machinery costs more than the database work here. Bind processors still come from the column
+types, so values are stored exactly as the ORM stores them. Entry ids are reserved up front so
+postings can reference their entries without a RETURNING round trip per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.types import JSON, BigInteger, DateTime, Integer, String, TypeEngine
+
+Processor = Callable[[Any], Any]
+_UNSET = object()
+
+
+class RawMany:
+    """A statement with named parameters, executed for many rows given as tuples.
+
+    ``params`` names the statement's bind parameters in tuple order, with the type that
+    converts each value; ``pg_sql`` is the set-based form for PostgreSQL, whose parameters
+    are ``%(name)s`` arrays of the same names.
+    """
+
+    def __init__(
+        self,
+        statement: ClauseElement,
+        params: Sequence[tuple[str, TypeEngine[Any]]],
+        pg_sql: str,
+    ) -> None:
+        self.statement = statement
+        self.names = tuple(name for name, _ in params)
+        self.types = tuple(type_ for _, type_ in params)
+        self.pg_sql = pg_sql
+        self._prepared: dict[str, tuple[str, list[int] | None, list[Any]]] = {}
+
+    def _prepare(self, conn: Connection) -> tuple[str, list[int] | None, list[Any]]:
+        dialect = conn.dialect
+        key = f"{dialect.name}:{dialect.paramstyle}"
+        if key not in self._prepared:
+            processors = [t.dialect_impl(dialect).bind_processor(dialect) for t in self.types]
+            if dialect.name == "postgresql":
+                self._prepared[key] = (self.pg_sql, None, processors)
+            else:
+                compiled: Any = self.statement.compile(
+                    dialect=dialect, column_keys=list(self.names)
+                )
+                order = None
+                if compiled.positional:
+                    order = [self.names.index(n) for n in compiled.positiontup or ()]
+                self._prepared[key] = (str(compiled), order, processors)
+        return self._prepared[key]
+
+    def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Run for every row; returns the number of rows the database reports as affected."""
+        if not rows:
+            return 0
+        sql, order, processors = self._prepare(conn)
+        columns = [
+            _convert(column, processor)
+            for column, processor in zip(zip(*rows, strict=True), processors, strict=True)
+        ]
+        if conn.dialect.name == "postgresql":
+            arrays = dict(zip(self.names, columns, strict=True))
+            return int(conn.exec_driver_sql(sql, arrays).rowcount)
+        if order is None:
+            named = [dict(zip(self.names, row, strict=True)) for row in zip(*columns, strict=True)]
+            return int(conn.exec_driver_sql(sql, named).rowcount)
+        ordered = [columns[i] for i in order]
+        return int(conn.exec_driver_sql(sql, list(zip(*ordered, strict=True))).rowcount)
+
+    def insert_one(self, conn: Connection, row: tuple[Any, ...]) -> int:
+        """Insert one row and return its new ``id`` (for INSERT statements only)."""
+        sql, order, processors = self._prepare(conn)
+        values = [v if p is None else p(v) for v, p in zip(row, processors, strict=True)]
+        if conn.dialect.name == "postgresql":
+            arrays = {name: [value] for name, value in zip(self.names, values, strict=True)}
+            return int(conn.exec_driver_sql(sql + " RETURNING id", arrays).scalar_one())
+        if order is None:
+            params: Any = dict(zip(self.names, values, strict=True))
+        else:
+            params = tuple(values[i] for i in order)
+        lastrowid = conn.exec_driver_sql(sql, params).lastrowid
+        assert lastrowid is not None, "the driver reports the new row's id"
+        return int(lastrowid)
+
+
+def _convert(column: Sequence[Any], processor: Processor | None) -> list[Any]:
+    if processor is None:
+        return list(column)
+    out = []
+    last_in: Any = _UNSET
+    last_out: Any = None
+    for value in column:
+        # Batches repeat values (one recorded_at for the whole batch): convert each once.
+        if value is not last_in:
+            last_in, last_out = value, processor(value)
+        out.append(last_out)
+    return out
+
+
+def bulk_insert(table: Table, columns: Sequence[str]) -> RawMany:
+    """``INSERT INTO table (columns)`` for many rows."""
+    return RawMany(
+        insert(table),
+        [(name, table.c[name].type) for name in columns],
+        _unnest_insert(table, columns),
+    )
+
+
+def pg_array_type(type_: TypeEngine[Any]) -> str:
+    """The PostgreSQL array type that carries a column's values through ``unnest``."""
+    impl = getattr(type_, "impl", type_)
+    if isinstance(impl, BigInteger | Integer):
+        return "bigint[]"
+    if isinstance(impl, DateTime):
+        return "timestamp[]"
+    if isinstance(impl, String | JSON):
+        return "text[]"
+    raise TypeError(f"no array type for {type_!r}")
+
+
+def _unnest_insert(table: Table, columns: Sequence[str]) -> str:
+    arrays = ", ".join(f"%({name})s::{pg_array_type(table.c[name].type)}" for name in columns)
+    selected = ", ".join(
+        f"v.{name}::json" if isinstance(table.c[name].type, JSON) else f"v.{name}"
+        for name in columns
+    )
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT {selected} FROM unnest({arrays}) AS v({', '.join(columns)})"
+    )
+
+
+def can_reserve_ids(conn: Connection) -> bool:
+    return conn.dialect.name in ("postgresql", "sqlite")
+
+
+def reserve_ids(conn: Connection, table: Table, count: int) -> list[int]:
+    """``count`` new ids for ``table``, ascending.
+
+    PostgreSQL: from the column's own sequence, in one round trip. SQLite: after the highest
+    id, which is safe because a writer holds the database's single write lock (BEGIN
+    IMMEDIATE); a writer that does not would fail to commit rather than write a duplicate.
+    """
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            text(
+                f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+        return sorted(int(v) for v in rows.scalars())
+    top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    return list(range(int(top) + 1, int(top) + 1 + count))
