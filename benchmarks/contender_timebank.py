@@ -1,7 +1,7 @@
 """The library itself as a contender of workload W (ledger core: no floors on any account,
 since W's volunteers redeem and give without having earned first).
 
-Phase B builds one EntryCommand per transfer inside the timed phase (the library's input
+Phase B builds one TransferCommand per transfer inside the timed phase (the library's input
 is validated commands, so their validation is part of the cost) and posts 1,000 per
 ``post_many`` call: one database transaction each, with every check on.
 """
@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from workload import ACCOUNT_CODES, Transfer, Workload
 
 import timebank
-from timebank import AccountSpec, EntryCommand, Ledger, PostingSpec
+from timebank import AccountSpec, Ledger, TransferCommand
 
 PHASE_B_COMMIT_EVERY = 1_000
 OPERATOR = "bench"
@@ -24,16 +24,15 @@ def _type_of(code: str) -> str:
     return {"V": "member", "S": "station_issued", "I": "institution_redeemed"}[code[0]]
 
 
-def _command(t: Transfer) -> EntryCommand:
-    return EntryCommand(
+def _command(t: Transfer) -> TransferCommand:
+    return TransferCommand(
         idempotency_key=f"w-{t.index}",
         code=t.kind,
+        debit=t.debit,
+        credit=t.credit,
+        amount_minutes=t.amount_minutes,
         operator=OPERATOR,
         occurred_at=t.occurred_at,
-        postings=(
-            PostingSpec(account=t.debit, amount_minutes=-t.amount_minutes),
-            PostingSpec(account=t.credit, amount_minutes=t.amount_minutes),
-        ),
     )
 
 

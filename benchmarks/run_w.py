@@ -30,9 +30,12 @@ from typing import Any, Literal, Protocol
 
 import sqlalchemy
 from baselines import CoreCeiling, NaiveOrm
+from contender_timebank import TimebankContender
 from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from workload import PHASE_B_COUNT, PHASE_O_COUNT, Transfer, Workload, generate
 from workload import expected_balances as reference_balances
+
+import timebank
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
@@ -115,20 +118,14 @@ REGISTRY: dict[str, ContenderSpec] = {
 
 
 def _timebank_engine(url: URL) -> Engine:
-    import timebank
-
     return timebank.make_engine(url.render_as_string(hide_password=False))
-
-
-def _timebank() -> Contender:
-    from contender_timebank import TimebankContender
-
-    return TimebankContender()
 
 
 # The core run has no floors, so it must reproduce the reference balances exactly.
 REGISTRY["timebank"] = ContenderSpec(
-    label="timebank (post_many / transfer)", make=_timebank, make_engine=_timebank_engine
+    label="timebank (post_many / transfer)",
+    make=TimebankContender,
+    make_engine=_timebank_engine,
 )
 
 

@@ -50,6 +50,7 @@ from timebank.models import (
     PostingView,
     StatementLine,
     StatementPage,
+    TransferCommand,
     TrialBalance,
     TrialBalanceLine,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "StatementPage",
     "StorageError",
     "TimebankError",
+    "TransferCommand",
     "TrialBalance",
     "TrialBalanceLine",
     "UnbalancedEntryError",

@@ -16,7 +16,7 @@ from timebank._accounts import LockedAccount
 from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
 from timebank._db import KeyRace, violated
 from timebank.limits import SQL_CHUNK_ROWS
-from timebank.models import EntryCommand, EntryView, PostingSpec, PostingView
+from timebank.models import Command, EntryCommand, EntryView, PostingSpec, PostingView
 from timebank.schema import accounts, entries, postings
 
 Clock = Callable[[], datetime]
@@ -26,7 +26,7 @@ Clock = Callable[[], datetime]
 class Draft:
     """An entry about to be written: the caller's command plus what the ledger adds."""
 
-    command: EntryCommand
+    command: Command
     reverses_entry_id: int | None = None
 
 
@@ -275,7 +275,7 @@ def differences_from_stored(draft: Draft, view: EntryView) -> list[str]:
     return fields
 
 
-def _legs(cmd: EntryCommand) -> list[tuple[str, int]]:
+def _legs(cmd: Command) -> list[tuple[str, int]]:
     return sorted((p.account, p.amount_minutes) for p in cmd.postings)
 
 

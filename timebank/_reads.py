@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 
 from timebank import errors
 from timebank.models import (
@@ -27,25 +37,26 @@ def account(conn: Connection, code: str) -> AccountView:
     return AccountView(**{f: row[f] for f in AccountView.model_fields})
 
 
+_BALANCE = select(
+    accounts.c.id,
+    accounts.c.posted_minutes,
+    accounts.c.held_out_minutes,
+    accounts.c.held_in_minutes,
+    accounts.c.version,
+    accounts.c.next_hold_expiry_at,
+).where(accounts.c.code == bindparam("code"))
+
+
 def balance(conn: Connection, code: str, now: datetime) -> BalanceView:
     """Constant time: the materialised row. Holds past their expiry no longer reserve
     anything even before a writer sweeps them, so they are left out here too."""
-    row = conn.execute(
-        select(
-            accounts.c.id,
-            accounts.c.posted_minutes,
-            accounts.c.held_out_minutes,
-            accounts.c.held_in_minutes,
-            accounts.c.version,
-            accounts.c.next_hold_expiry_at,
-        ).where(accounts.c.code == code)
-    ).first()
+    row = conn.execute(_BALANCE, {"code": code}).first()
     if row is None:
         raise errors.AccountNotFoundError([code])
     held_out, held_in = row.held_out_minutes, row.held_in_minutes
     if row.next_hold_expiry_at is not None and row.next_hold_expiry_at <= now:
         held_out, held_in = _live_holds(conn, row.id, now)
-    return BalanceView(
+    return BalanceView.model_construct(
         account=code,
         posted_minutes=row.posted_minutes,
         held_out_minutes=held_out,

@@ -31,9 +31,9 @@ from timebank.models import (
     HoldCommand,
     HoldView,
     IntegrityReport,
-    PostingSpec,
     StatementLine,
     StatementPage,
+    TransferCommand,
     TrialBalance,
 )
 from timebank.schema import holds
@@ -113,7 +113,7 @@ class _Operations:
 
     # --- entries ----------------------------------------------------------------------
 
-    def post(self, command: EntryCommand) -> EntryView:
+    def post(self, command: EntryCommand | TransferCommand) -> EntryView:
         """Post one balanced entry. Repeating a command returns the original entry."""
         draft = Draft(command)
         return self._write(
@@ -134,25 +134,21 @@ class _Operations:
         metadata: Mapping[str, Any] | None = None,
     ) -> EntryView:
         """Move ``amount_minutes`` from ``debit`` to ``credit``: a two-posting entry."""
-        minutes = as_minutes(amount_minutes)
-        if minutes < 0:
-            raise errors.InvalidAmountError("a transfer's amount_minutes must be positive")
         return self.post(
-            EntryCommand(
+            TransferCommand(
                 idempotency_key=idempotency_key,
                 code=code,
+                debit=debit,
+                credit=credit,
+                amount_minutes=amount_minutes,
                 operator=operator,
                 occurred_at=occurred_at,
                 memo=memo,
                 metadata=dict(metadata) if metadata is not None else None,
-                postings=(
-                    PostingSpec(account=debit, amount_minutes=-minutes),
-                    PostingSpec(account=credit, amount_minutes=minutes),
-                ),
             )
         )
 
-    def post_many(self, commands: Iterable[EntryCommand]) -> BatchReceipt:
+    def post_many(self, commands: Iterable[EntryCommand | TransferCommand]) -> BatchReceipt:
         """Post a batch in ONE database transaction, with every check: all or nothing."""
         drafts = [Draft(c) for c in commands]
         if len(drafts) > ENTRIES_PER_BATCH_MAX:
@@ -349,6 +345,8 @@ class Ledger(_Operations):
     ) -> None:
         self.engine = engine
         self._clock = clock
+        # SQLite begins its transactions itself (see configure_sqlite): keep its reads in one.
+        self._autocommit_reads = engine.dialect.name != "sqlite"
         if check_schema:
             migrate.require_current(engine)
 
@@ -405,8 +403,14 @@ class Ledger(_Operations):
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         try:
-            with self.engine.connect() as conn, conn.begin():
-                return fn(conn)
+            with self.engine.connect() as conn:
+                if self._autocommit_reads:
+                    # A read that opens no transaction saves two round trips (BEGIN and
+                    # ROLLBACK); every read sees committed data either way.
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return fn(conn)
+                with conn.begin():
+                    return fn(conn)
         except sa_exc.DBAPIError as exc:
             raise _translate(exc) from exc
 

@@ -23,7 +23,12 @@ depends_on: str | Sequence[str] | None = None
 # A snapshot of the types of this revision: revisions never import the live models.
 AMOUNT_MAX_MINUTES = 1_000_000_000
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Stamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Instants: naive UTC timestamps; on SQLite integer microseconds since the Unix epoch.
+Stamp = (
+    sa.DateTime()
+    .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    .with_variant(sa.BigInteger(), "sqlite")
+)
 
 # Minutes may not move on an account that is not open; holds may only shrink there.
 FROZEN_MOVES = (
