@@ -3,11 +3,14 @@ written back with a version guard. Every write path of the ledger goes through h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, String, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from timebank import errors
 from timebank._bulk import RawMany
@@ -87,6 +90,30 @@ _LOCK = (
     .order_by(accounts.c.code)
     .with_for_update()
 )
+_SELECTED = ", ".join(c.name for c in _COLUMNS)
+# The codes travel as one parameter (an array, a JSON list) instead of one per code.
+_LOCK_BY_DIALECT = {
+    "postgresql": (
+        text(
+            f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(:codes) ORDER BY code FOR UPDATE"
+        )
+        .bindparams(bindparam("codes", type_=ARRAY(String())))
+        .columns(*_COLUMNS)
+    ),
+    "sqlite": text(
+        f"SELECT {_SELECTED} FROM tb_accounts "
+        "WHERE code IN (SELECT value FROM json_each(:codes)) ORDER BY code"
+    ).columns(*_COLUMNS),
+}
+
+
+def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Any]:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return conn.execute(_LOCK_BY_DIALECT[name], {"codes": codes})
+    if name == "sqlite":
+        return conn.execute(_LOCK_BY_DIALECT[name], {"codes": json.dumps(codes)})
+    return conn.execute(_LOCK, {"codes": codes})
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -105,7 +132,7 @@ def lock(
     wanted = sorted(set(codes))
     locked: dict[str, LockedAccount] = {}
     for chunk in _chunks(wanted):
-        for row in conn.execute(_LOCK, {"codes": chunk}):
+        for row in _lock_rows(conn, chunk):
             account = LockedAccount(*row)
             account.version_read = account.version
             locked[account.code] = account

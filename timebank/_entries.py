@@ -127,7 +127,7 @@ def _write(
     positions: Sequence[int],
     ids: list[int | None],
 ) -> _Written:
-    codes = {p.account for d in drafts for p in d.command.postings}
+    codes = {account for d in drafts for account, _ in d.command.legs}
     locked = _accounts.lock(conn, codes, clock())
     now = _recording_time(clock(), locked.values())
     entry_ids = _insert_entries(conn, drafts, now)
@@ -175,12 +175,12 @@ def _apply(
     rows: list[tuple[int, int, int, int, datetime]] = []
     for number, (draft, entry_id) in enumerate(zip(drafts, entry_ids, strict=True)):
         try:
-            for spec in draft.command.postings:
-                account = locked[spec.account]
+            for code, amount in draft.command.legs:
+                account = locked[code]
                 account.require_open()
-                after = account.apply(spec.amount_minutes)
+                after = account.apply(amount)
                 account.last_recorded_at = now
-                rows.append((entry_id, account.id, spec.amount_minutes, after, now))
+                rows.append((entry_id, account.id, amount, after, now))
         except errors.TimebankError as exc:
             if len(drafts) > 1:
                 exc.add_note(
@@ -276,7 +276,7 @@ def differences_from_stored(draft: Draft, view: EntryView) -> list[str]:
 
 
 def _legs(cmd: Command) -> list[tuple[str, int]]:
-    return sorted((p.account, p.amount_minutes) for p in cmd.postings)
+    return sorted(cmd.legs)
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -132,6 +132,11 @@ class EntryCommand(_Command):
         check_postings(self.postings)
         return self
 
+    @cached_property
+    def legs(self) -> tuple[tuple[str, int], ...]:
+        """The postings as (account, amount_minutes) pairs: what the posting engine reads."""
+        return tuple((p.account, p.amount_minutes) for p in self.postings)
+
 
 class TransferCommand(_Command):
     """The common two-posting entry: ``amount_minutes`` (> 0) from ``debit`` to ``credit``.
@@ -156,6 +161,11 @@ class TransferCommand(_Command):
         if self.debit == self.credit:
             raise errors.PostingCountError("a transfer needs two different accounts")
         return self
+
+    @property
+    def legs(self) -> tuple[tuple[str, int], ...]:
+        """The postings as (account, amount_minutes) pairs: what the posting engine reads."""
+        return ((self.debit, -self.amount_minutes), (self.credit, self.amount_minutes))
 
     @cached_property
     def postings(self) -> tuple[PostingSpec, ...]:
