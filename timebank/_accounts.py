@@ -4,13 +4,12 @@ written back with a version guard. Every write path of the ledger goes through h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from timebank import errors
 from timebank._bulk import RawMany
@@ -91,29 +90,33 @@ _LOCK = (
     .with_for_update()
 )
 _SELECTED = ", ".join(c.name for c in _COLUMNS)
-# The codes travel as one parameter (an array, a JSON list) instead of one per code.
-_LOCK_BY_DIALECT = {
+# Straight to the driver (this runs once per write), the codes as one parameter: an array on
+# PostgreSQL, a JSON list on SQLite, instead of one parameter per code.
+_LOCK_SQL = {
     "postgresql": (
-        text(
-            f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(:codes) ORDER BY code FOR UPDATE"
-        )
-        .bindparams(bindparam("codes", type_=ARRAY(String())))
-        .columns(*_COLUMNS)
+        f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(%(codes)s::text[]) "
+        "ORDER BY code FOR UPDATE"
     ),
-    "sqlite": text(
+    "sqlite": (
         f"SELECT {_SELECTED} FROM tb_accounts "
-        "WHERE code IN (SELECT value FROM json_each(:codes)) ORDER BY code"
-    ).columns(*_COLUMNS),
+        "WHERE code IN (SELECT value FROM json_each(?)) ORDER BY code"
+    ),
 }
+_INSTANT_COLUMNS = (9, 10)  # next_hold_expiry_at, last_recorded_at
 
 
-def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Any]:
+def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Sequence[Any]]:
     name = conn.dialect.name
-    if name == "postgresql":
-        return conn.execute(_LOCK_BY_DIALECT[name], {"codes": codes})
-    if name == "sqlite":
-        return conn.execute(_LOCK_BY_DIALECT[name], {"codes": json.dumps(codes)})
-    return conn.execute(_LOCK, {"codes": codes})
+    if name not in _LOCK_SQL:
+        return conn.execute(_LOCK, {"codes": codes})
+    params: Any = {"codes": codes} if name == "postgresql" else (json.dumps(codes),)
+    rows = conn.exec_driver_sql(_LOCK_SQL[name], params).all()
+    convert = accounts.c.last_recorded_at.type.result_processor(conn.dialect, None)
+    assert convert is not None
+    return [
+        [convert(v) if i in _INSTANT_COLUMNS and v is not None else v for i, v in enumerate(r)]
+        for r in rows
+    ]
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -129,15 +132,7 @@ def lock(
     Code order is the canonical lock order of the whole library: every writer that takes
     several account locks takes them in this order, so writers queue and never deadlock.
     """
-    wanted = sorted(set(codes))
-    locked: dict[str, LockedAccount] = {}
-    for chunk in _chunks(wanted):
-        for row in _lock_rows(conn, chunk):
-            account = LockedAccount(*row)
-            account.version_read = account.version
-            locked[account.code] = account
-    if len(locked) != len(wanted):
-        raise errors.AccountNotFoundError([c for c in wanted if c not in locked])
+    locked = _lock_only(conn, codes)
     if any(
         a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now for a in locked.values()
     ):
@@ -147,17 +142,35 @@ def lock(
     return locked
 
 
+def _lock_only(conn: Connection, codes: Iterable[str]) -> dict[str, LockedAccount]:
+    wanted = sorted(set(codes))
+    locked: dict[str, LockedAccount] = {}
+    for chunk in _chunks(wanted):
+        for row in _lock_rows(conn, chunk):
+            account = LockedAccount(*row)
+            account.version_read = account.version
+            locked[account.code] = account
+    if len(locked) != len(wanted):
+        raise errors.AccountNotFoundError([c for c in wanted if c not in locked])
+    return locked
+
+
+def _codes_of(conn: Connection, ids: Iterable[int]) -> list[str]:
+    found = conn.execute(select(accounts.c.code).where(accounts.c.id.in_(sorted(set(ids)))))
+    return list(found.scalars())
+
+
 def lock_ids(
     conn: Connection, ids: Iterable[int], now: datetime, *, expired: list[int] | None = None
 ) -> dict[str, LockedAccount]:
-    codes = conn.execute(select(accounts.c.code).where(accounts.c.id.in_(sorted(set(ids)))))
-    return lock(conn, codes.scalars(), now, expired=expired)
+    return lock(conn, _codes_of(conn, ids), now, expired=expired)
 
 
 def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], now: datetime) -> int:
-    """Mark pending holds of ``locked`` accounts past their expiry as expired and give their
-    minutes back. Counterparty accounts not yet locked are locked here (after the others:
-    the only place a lock is taken out of code order; a rare deadlock is retried)."""
+    """Mark pending holds of the due ``locked`` accounts as expired and give their minutes
+    back. Counterparty accounts not yet locked are locked here and added to ``locked`` (after
+    the others: the only place a lock is taken out of code order; a rare deadlock is
+    retried). Their own other due holds wait for the next write that locks them."""
     due = [
         a.id
         for a in locked.values()
@@ -178,7 +191,7 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
     by_id = {a.id: a for a in locked.values()}
     missing = {i for r in rows for i in (r.debit_account_id, r.credit_account_id)} - by_id.keys()
     if missing:
-        extra = lock_ids(conn, missing, now)
+        extra = _lock_only(conn, _codes_of(conn, missing))
         locked.update(extra)
         by_id.update({a.id: a for a in extra.values()})
     for row in rows:

@@ -82,7 +82,10 @@ _TRANSITIONS = {
 def set_status(conn: Connection, code: str, status: str, reason: str, now: datetime) -> None:
     """Freeze, unfreeze or close. Setting the status an account already has is a no-op,
     so repeating the call is safe. Closing needs a zero balance and no pending holds."""
-    account = _accounts.lock(conn, [code], now)[code]
+    locked = _accounts.lock(conn, [code], now)
+    # Locking may have expired holds, changing this and other accounts: keep those changes.
+    _accounts.write_back(conn, locked.values())
+    account = locked[code]
     if account.status == status:
         return
     if account.status not in _TRANSITIONS[status]:
@@ -96,7 +99,6 @@ def set_status(conn: Connection, code: str, status: str, reason: str, now: datet
             f"account {code!r} cannot close: {account.posted_minutes} minutes posted, "
             f"{account.held_out_minutes + account.held_in_minutes} held"
         )
-    _accounts.write_back(conn, [account])
     conn.execute(
         update(accounts)
         .where(accounts.c.id == account.id)
@@ -108,7 +110,8 @@ def set_limits(
     conn: Connection, code: str, floor: int | None, ceiling: int | None, now: datetime
 ) -> None:
     """Change an account's limits; refused if the balance and holds would already be past them."""
-    account = _accounts.lock(conn, [code], now)[code]
+    locked = _accounts.lock(conn, [code], now)
+    account = locked[code]
     account.require_open()
     if floor is not None and account.posted_minutes - account.held_out_minutes < floor:
         raise errors.LimitExceededError(
@@ -126,7 +129,7 @@ def set_limits(
             available_minutes=ceiling - account.posted_minutes - account.held_in_minutes,
             requested_minutes=0,
         )
-    _accounts.write_back(conn, [account])
+    _accounts.write_back(conn, locked.values())
     conn.execute(
         update(accounts)
         .where(accounts.c.id == account.id)

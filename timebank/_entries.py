@@ -41,12 +41,15 @@ def post_one(conn: Connection, draft: Draft, clock: Clock, *, check_replays: boo
     codes = {account.id: code for code, account in locked.items()}
     legs = sorted(
         (
-            PostingView(account=codes[row[1]], amount_minutes=row[2], balance_after_minutes=row[3])
+            PostingView.model_construct(
+                account=codes[row[1]], amount_minutes=row[2], balance_after_minutes=row[3]
+            )
             for row in rows
         ),
         key=lambda leg: leg.account,
     )
-    return EntryView(
+    # Built from values this function just validated and wrote: no second validation.
+    return EntryView.model_construct(
         id=entry_id,
         idempotency_key=cmd.idempotency_key,
         code=cmd.code,
@@ -128,7 +131,17 @@ def _write(
     ids: list[int | None],
 ) -> _Written:
     codes = {account for d in drafts for account, _ in d.command.legs}
-    locked = _accounts.lock(conn, codes, clock())
+    try:
+        locked = _accounts.lock(conn, codes, clock())
+    except errors.AccountNotFoundError as exc:
+        if len(drafts) > 1:
+            number, draft = next(
+                (n, d)
+                for n, d in enumerate(drafts)
+                if any(code in exc.codes for code, _ in d.command.legs)
+            )
+            exc.add_note(_batch_note(draft, number))
+        raise
     now = _recording_time(clock(), locked.values())
     entry_ids = _insert_entries(conn, drafts, now)
     rows = _apply(drafts, entry_ids, locked, now)
@@ -183,12 +196,16 @@ def _apply(
                 rows.append((entry_id, account.id, amount, after, now))
         except errors.TimebankError as exc:
             if len(drafts) > 1:
-                exc.add_note(
-                    f"refused entry {draft.command.idempotency_key!r} "
-                    f"(number {number} of the batch); nothing of the batch was written"
-                )
+                exc.add_note(_batch_note(draft, number))
             raise
     return rows
+
+
+def _batch_note(draft: Draft, number: int) -> str:
+    return (
+        f"refused entry {draft.command.idempotency_key!r} (number {number} of the batch); "
+        "nothing of the batch was written"
+    )
 
 
 def _entry_row(draft: Draft, now: datetime) -> tuple[Any, ...]:
@@ -216,12 +233,10 @@ def _insert_entries(conn: Connection, drafts: Sequence[Draft], now: datetime) ->
             return ids
         return [_ENTRY.insert_one(conn, row) for row in rows]
     except sa_exc.IntegrityError as exc:
-        if violated(exc, "idempotency_key"):
+        # Either key clash means another writer got there first (a database may name only
+        # one of the two when both clash): run again, looking the key and the reversal up.
+        if violated(exc, "idempotency_key") or violated(exc, "reverses_entry_id"):
             raise KeyRace from exc
-        if violated(exc, "reverses_entry_id"):
-            raise errors.AlreadyReversedError(
-                "the entry was reversed concurrently by another command"
-            ) from exc
         raise
 
 

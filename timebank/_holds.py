@@ -4,6 +4,7 @@ exactly once: posted (at most the held minutes), voided, or expired."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +135,8 @@ def resolve(
     locked = _accounts.lock_ids(conn, tuple(ids), clock())
     hold = conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     if hold.status != "pending":
-        return _resolved_replay(hold, key, void)
+        request = _Resolution(key, void, post_minutes, operator, memo, occurred_at)
+        return _resolved_replay(conn, hold, request)
     now = clock()
     if hold.expires_at is not None and hold.expires_at <= now:
         raise errors.HoldExpiredError(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
@@ -205,13 +207,39 @@ def _post_from(
     return entry_id
 
 
-def _resolved_replay(hold: Row[Any], key: str, void: bool) -> int | None:
+@dataclass(frozen=True, slots=True)
+class _Resolution:
+    key: str
+    void: bool
+    post_minutes: int | None
+    operator: str
+    memo: str
+    occurred_at: datetime | None
+
+
+def _resolved_replay(conn: Connection, hold: Row[Any], request: _Resolution) -> int | None:
+    """A resolved hold: the same request again is a replay; anything else is refused."""
     if hold.status == "expired":
         raise errors.HoldExpiredError(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
-    wanted = "voided" if void else "posted"
-    if hold.resolution_key == key and hold.status == wanted:
-        return hold.posted_entry_id  # type: ignore[no-any-return]
-    raise errors.HoldResolvedError(f"hold {hold.id} is already {hold.status}")
+    wanted = "voided" if request.void else "posted"
+    if hold.resolution_key != request.key or hold.status != wanted:
+        raise errors.HoldResolvedError(f"hold {hold.id} is already {hold.status}")
+    if request.void:
+        return None
+    [entry] = _entries.load(conn, [hold.posted_entry_id])
+    posted = max(p.amount_minutes for p in entry.postings)
+    fields = []
+    if posted != (hold.amount_minutes if request.post_minutes is None else request.post_minutes):
+        fields.append("amount_minutes")
+    if request.operator != entry.operator:
+        fields.append("operator")
+    if request.memo != entry.memo:
+        fields.append("memo")
+    if request.occurred_at is not None and request.occurred_at != entry.occurred_at:
+        fields.append("occurred_at")
+    if fields:
+        raise errors.IdempotencyConflictError(request.key, fields)
+    return entry.id
 
 
 def _mark(

@@ -355,9 +355,13 @@ class Ledger(_Operations):
         """Open (and, when the database is new and empty, create) a ledger at ``url``.
         An existing database whose schema is behind raises SchemaError naming the fix."""
         engine = make_engine(url, **engine_kwargs)
-        if migrate.is_empty(engine):
-            migrate.upgrade(engine)
-        return cls(engine, clock=clock)
+        try:
+            if migrate.is_empty(engine):
+                migrate.upgrade(engine)
+            return cls(engine, clock=clock)
+        except BaseException:
+            engine.dispose()  # the caller never got the engine, so it cannot close it
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()
