@@ -19,7 +19,13 @@ from timebank import _admin, _entries, _holds, _reads, errors, migrate
 from timebank._db import WRITE_OPTION, KeyRace, is_retryable, make_engine
 from timebank._entries import Clock, Draft
 from timebank._minutes import as_limit, as_minutes
-from timebank.limits import ATTEMPTS_MAX, ENTRIES_PER_BATCH_MAX, PAGE_SIZE_MAX
+from timebank.limits import (
+    ACCOUNTS_PER_BATCH_MAX,
+    ATTEMPTS_MAX,
+    ENTRIES_PER_BATCH_MAX,
+    HOLDS_PER_SWEEP_MAX,
+    PAGE_SIZE_MAX,
+)
 from timebank.models import (
     AccountSpec,
     AccountView,
@@ -84,6 +90,10 @@ class _Operations:
     def open_accounts(self, specs: Iterable[AccountSpec]) -> int:
         """Open many accounts in one transaction; returns how many were new."""
         batch = list(specs)
+        if len(batch) > ACCOUNTS_PER_BATCH_MAX:
+            raise errors.InvalidInputError(
+                f"{len(batch)} accounts in one call; at most {ACCOUNTS_PER_BATCH_MAX}"
+            )
         return self._write(lambda conn, _replays: _admin.open_accounts(conn, batch, self._clock()))
 
     def freeze(self, code: str, *, reason: str) -> AccountView:
@@ -274,6 +284,8 @@ class _Operations:
 
     def expire_holds(self, *, limit: int = 1_000) -> int:
         """Expire up to about ``limit`` holds past their expiry; returns how many expired."""
+        if not 1 <= limit <= HOLDS_PER_SWEEP_MAX:
+            raise errors.InvalidInputError(f"limit must be between 1 and {HOLDS_PER_SWEEP_MAX}")
         return self._write(lambda conn, _r: _holds.expire_all(conn, self._clock, limit=limit))
 
     # --- reads ------------------------------------------------------------------------

@@ -12,6 +12,8 @@ POSTINGS_PER_ENTRY_MAX: Final = 32
 ENTRIES_PER_BATCH_MAX: Final = 10_000
 #: Accounts one ``open_accounts`` call creates.
 ACCOUNTS_PER_BATCH_MAX: Final = 100_000
+#: Holds one ``expire_holds`` call may expire.
+HOLDS_PER_SWEEP_MAX: Final = 10_000
 #: Lines in one statement page.
 PAGE_SIZE_MAX: Final = 1_000
 #: Attempts of one operation on serialization failure, deadlock or a lost idempotency race.
