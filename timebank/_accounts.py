@@ -85,6 +85,9 @@ _COLUMNS = (
 
 _LOCK = (
     select(*_COLUMNS)
+    # MariaDB may scan a small table in primary-key order instead, locking rows in another
+    # order than a writer that uses the index: that is a deadlock. Force the code order.
+    .with_hint(accounts, "FORCE INDEX (uq_tb_accounts_code)", "mysql")
     .where(accounts.c.code.in_(bindparam("codes", expanding=True)))
     .order_by(accounts.c.code)
     .with_for_update()

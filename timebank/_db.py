@@ -22,6 +22,11 @@ def make_engine(url: str, **engine_kwargs: Any) -> Engine:
         engine = create_engine(parsed, **engine_kwargs)
         configure_sqlite(engine)
         return engine
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        # InnoDB's default REPEATABLE READ takes gap locks on inserts into unique indexes,
+        # which deadlock concurrent writers; READ COMMITTED keeps only record locks, and
+        # every check of the ledger runs on rows it has locked anyway.
+        engine_kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_engine(parsed, **engine_kwargs)
 
 

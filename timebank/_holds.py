@@ -284,11 +284,17 @@ def expire_all(conn: Connection, clock: Clock, *, limit: int) -> int:
 
 
 def _by_key(conn: Connection, key: str) -> HoldView | None:
-    found = load(conn, holds.c.idempotency_key == key, lock=True)
-    return found[0] if found else None
+    # A locking read sees the latest committed row even under REPEATABLE READ. It locks the
+    # hold row only: accounts are locked by the writers, in their canonical order.
+    hold_id = conn.execute(
+        select(holds.c.id).where(holds.c.idempotency_key == key).with_for_update(read=True)
+    ).scalar()
+    if hold_id is None:
+        return None
+    return load(conn, holds.c.id == hold_id)[0]
 
 
-def load(conn: Connection, where: Any, *, lock: bool = False) -> list[HoldView]:
+def load(conn: Connection, where: Any) -> list[HoldView]:
     debit = accounts.alias("debit")
     credit = accounts.alias("credit")
     query = (
@@ -298,8 +304,6 @@ def load(conn: Connection, where: Any, *, lock: bool = False) -> list[HoldView]:
         .where(where)
         .order_by(holds.c.id)
     )
-    if lock:
-        query = query.with_for_update(read=True, of=holds)
     return [
         HoldView(
             id=r["id"],
