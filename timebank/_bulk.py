@@ -9,10 +9,11 @@ postings can reference their entries without a RETURNING round trip per row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import JSON, BigInteger, DateTime, Integer, String, TypeEngine
 
@@ -33,11 +34,13 @@ class RawMany:
         statement: ClauseElement,
         params: Sequence[tuple[str, TypeEngine[Any]]],
         pg_sql: str,
+        pg_copy: str | None = None,
     ) -> None:
         self.statement = statement
         self.names = tuple(name for name, _ in params)
         self.types = tuple(type_ for _, type_ in params)
         self.pg_sql = pg_sql
+        self.pg_copy = pg_copy
         self._prepared: dict[str, tuple[str, list[int] | None, list[Any]]] = {}
 
     def _prepare(self, conn: Connection) -> tuple[str, list[int] | None, list[Any]]:
@@ -67,6 +70,8 @@ class RawMany:
             for column, processor in zip(zip(*rows, strict=True), processors, strict=True)
         ]
         if conn.dialect.name == "postgresql":
+            if self.pg_copy is not None:
+                return _copy(conn, self.pg_copy, zip(*columns, strict=True))
             arrays = dict(zip(self.names, columns, strict=True))
             return int(conn.exec_driver_sql(sql, arrays).rowcount)
         if order is None:
@@ -91,6 +96,23 @@ class RawMany:
         return int(lastrowid)
 
 
+def _copy(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
+    """PostgreSQL's COPY, the fastest way in: rows stream without per-row statements, and
+    constraints and triggers still fire. Driver errors are raised as SQLAlchemy's, like
+    every other statement's, so callers classify them in one place."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    count = 0
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+    return count
+
+
 def _convert(column: Sequence[Any], processor: Processor | None) -> list[Any]:
     if processor is None:
         return list(column)
@@ -111,6 +133,7 @@ def bulk_insert(table: Table, columns: Sequence[str]) -> RawMany:
         insert(table),
         [(name, table.c[name].type) for name in columns],
         _unnest_insert(table, columns),
+        f"COPY {table.name} ({', '.join(columns)}) FROM STDIN",
     )
 
 
