@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from timebank import errors
-from timebank._bulk import RawMany
+from timebank._bulk import RawMany, driver_execute
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.schema import accounts, holds
 
@@ -113,7 +113,7 @@ def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Sequence[Any]]:
     if name not in _LOCK_SQL:
         return conn.execute(_LOCK, {"codes": codes})
     params: Any = {"codes": codes} if name == "postgresql" else (json.dumps(codes),)
-    rows = conn.exec_driver_sql(_LOCK_SQL[name], params).all()
+    rows = driver_execute(conn, _LOCK_SQL[name], params, fetch=True).rows
     convert = accounts.c.last_recorded_at.type.result_processor(conn.dialect, None)
     assert convert is not None
     return [

@@ -10,6 +10,7 @@ postings can reference their entries without a RETURNING round trip per row.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select, text
@@ -18,6 +19,8 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import JSON, BigInteger, DateTime, Integer, String, TypeEngine
 
 Processor = Callable[[Any], Any]
+#: COPY's set-up costs round trips; below this many rows one INSERT is quicker.
+COPY_ROWS_MIN = 64
 _UNSET = object()
 
 
@@ -70,15 +73,15 @@ class RawMany:
             for column, processor in zip(zip(*rows, strict=True), processors, strict=True)
         ]
         if conn.dialect.name == "postgresql":
-            if self.pg_copy is not None:
+            if self.pg_copy is not None and len(rows) >= COPY_ROWS_MIN:
                 return _copy(conn, self.pg_copy, zip(*columns, strict=True))
             arrays = dict(zip(self.names, columns, strict=True))
-            return int(conn.exec_driver_sql(sql, arrays).rowcount)
+            return driver_execute(conn, sql, arrays).rowcount
         if order is None:
             named = [dict(zip(self.names, row, strict=True)) for row in zip(*columns, strict=True)]
-            return int(conn.exec_driver_sql(sql, named).rowcount)
+            return driver_execute(conn, sql, named, many=True).rowcount
         ordered = [columns[i] for i in order]
-        return int(conn.exec_driver_sql(sql, list(zip(*ordered, strict=True))).rowcount)
+        return driver_execute(conn, sql, list(zip(*ordered, strict=True)), many=True).rowcount
 
     def insert_one(self, conn: Connection, row: tuple[Any, ...]) -> int:
         """Insert one row and return its new ``id`` (for INSERT statements only)."""
@@ -86,14 +89,48 @@ class RawMany:
         values = [v if p is None else p(v) for v, p in zip(row, processors, strict=True)]
         if conn.dialect.name == "postgresql":
             arrays = {name: [value] for name, value in zip(self.names, values, strict=True)}
-            return int(conn.exec_driver_sql(sql + " RETURNING id", arrays).scalar_one())
+            [(new_id,)] = driver_execute(conn, sql + " RETURNING id", arrays, fetch=True).rows
+            return int(new_id)
         if order is None:
             params: Any = dict(zip(self.names, values, strict=True))
         else:
             params = tuple(values[i] for i in order)
-        lastrowid = conn.exec_driver_sql(sql, params).lastrowid
+        lastrowid = driver_execute(conn, sql, params).lastrowid
         assert lastrowid is not None, "the driver reports the new row's id"
         return int(lastrowid)
+
+
+@dataclass(frozen=True, slots=True)
+class DriverResult:
+    rowcount: int
+    lastrowid: int | None
+    rows: list[tuple[Any, ...]]
+
+
+def driver_execute(
+    conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: bool = False
+) -> DriverResult:
+    """Run SQL on the driver's own cursor, inside the Connection's transaction.
+
+    The hot path's statements are prepared once per dialect, so SQLAlchemy's per-call
+    execution machinery (about as costly as SQLite's own work here) buys nothing. Driver
+    errors are raised as SQLAlchemy's, so callers classify them in one place.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = driver.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        rows = [tuple(r) for r in cursor.fetchall()] if fetch else []
+        return DriverResult(cursor.rowcount, getattr(cursor, "lastrowid", None), rows)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _copy(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
