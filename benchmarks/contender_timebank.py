@@ -20,13 +20,15 @@ PHASE_B_COMMIT_EVERY = 1_000
 OPERATOR = "bench"
 
 
-def _type_of(code: str) -> str:
+def account_type(code: str) -> str:
+    """The account type of a workload account code (the benchmarks' chart of accounts)."""
     return {"V": "member", "S": "station_issued", "I": "institution_redeemed"}[code[0]]
 
 
-def _command(t: Transfer) -> TransferCommand:
+def command(t: Transfer, key_prefix: str = "w-") -> TransferCommand:
+    """The library's command for one workload transfer."""
     return TransferCommand(
-        idempotency_key=f"w-{t.index}",
+        idempotency_key=f"{key_prefix}{t.index}",
         code=t.kind,
         debit=t.debit,
         credit=t.credit,
@@ -50,7 +52,7 @@ class TimebankContender:
     def setup(self, engine: Engine) -> None:
         timebank.upgrade(engine)
         self._open(engine).open_accounts(
-            AccountSpec(code=code, type=_type_of(code), floor_minutes=None)
+            AccountSpec(code=code, type=account_type(code), floor_minutes=None)
             for code in ACCOUNT_CODES
         )
 
@@ -58,7 +60,7 @@ class TimebankContender:
         ledger = self._open(engine)
         for start in range(0, len(transfers), PHASE_B_COMMIT_EVERY):
             chunk = transfers[start : start + PHASE_B_COMMIT_EVERY]
-            ledger.post_many([_command(t) for t in chunk])
+            ledger.post_many([command(t) for t in chunk])
 
     def phase_o(self, engine: Engine, transfers: Sequence[Transfer]) -> None:
         ledger = self._open(engine)

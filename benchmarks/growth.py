@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from contender_timebank import account_type, command
 from run_w import (
     DEFAULT_PG_URL,
     RESULTS_DIR,
@@ -59,7 +60,7 @@ from workload import (
 )
 
 import timebank
-from timebank import AccountSpec, Ledger, TransferCommand
+from timebank import AccountSpec, Ledger
 
 CHECKPOINTS_POSTINGS = (10_000, 1_000_000, 10_000_000)
 DEFAULT_MAX_POSTINGS = 1_000_000
@@ -125,23 +126,6 @@ def generate(start: datetime) -> Iterator[Transfer]:
         index += 1
 
 
-def _command(t: Transfer) -> TransferCommand:
-    return TransferCommand(
-        idempotency_key=f"{KEY_PREFIX}{t.index}",
-        code=t.kind,
-        debit=t.debit,
-        credit=t.credit,
-        amount_minutes=t.amount_minutes,
-        operator=OPERATOR,
-        occurred_at=t.occurred_at,
-    )
-
-
-def _account_type(code: str) -> str:
-    # As contender_timebank: volunteers, stations and institutions.
-    return {"V": "member", "S": "station_issued", "I": "institution_redeemed"}[code[0]]
-
-
 # ---- filling -------------------------------------------------------------------------------
 
 
@@ -169,7 +153,7 @@ class Filler:
             size = min(BATCH_TRANSFERS, transfers_total - self.posted)
             batch = [next(self.transfers) for _ in range(size)]
             start = time.perf_counter()
-            receipt = self.ledger.post_many([_command(t) for t in batch])
+            receipt = self.ledger.post_many([command(t, KEY_PREFIX) for t in batch])
             seconds = time.perf_counter() - start
             self.instants.append(datetime.now(UTC))
             self.seconds += seconds
@@ -344,7 +328,7 @@ def run(url: URL, max_postings: int) -> Run:
         timebank.upgrade(engine)
         ledger = Ledger(engine)
         ledger.open_accounts(
-            AccountSpec(code=code, type=_account_type(code), floor_minutes=None)
+            AccountSpec(code=code, type=account_type(code), floor_minutes=None)
             for code in ACCOUNT_CODES
         )
         start = datetime(datetime.now(UTC).year, 1, 2, tzinfo=UTC)

@@ -409,7 +409,7 @@ def test_negative_hold_amount_says_positive() -> None:
 
 
 def test_hold_between_one_account_is_refused() -> None:
-    with refused(InvalidInputError, match="different accounts"):
+    with refused(PostingCountError, match="different accounts"):
         hold(credit="alice")
 
 

@@ -138,11 +138,8 @@ class EntryCommand(_Command):
         return tuple((p.account, p.amount_minutes) for p in self.postings)
 
 
-class TransferCommand(_Command):
-    """The common two-posting entry: ``amount_minutes`` (> 0) from ``debit`` to ``credit``.
-
-    Flat, so it validates in one step: the fast input of ``post_many``.
-    """
+class _Movement(_Command):
+    """Minutes moving from ``debit`` to ``credit``: the fields a transfer and a hold share."""
 
     idempotency_key: Key
     code: EntryCode
@@ -150,17 +147,25 @@ class TransferCommand(_Command):
     credit: AccountCode
     amount_minutes: Minutes
     operator: Operator
-    occurred_at: AwareDatetime | None = None
     memo: Memo = ""
     metadata: Metadata = None
 
     @model_validator(mode="after")
-    def _two_accounts(self) -> TransferCommand:
+    def _two_accounts(self) -> _Movement:
         if self.amount_minutes < 0:
-            raise errors.InvalidAmountError("a transfer's amount_minutes must be positive")
+            raise errors.InvalidAmountError("amount_minutes must be positive")
         if self.debit == self.credit:
-            raise errors.PostingCountError("a transfer needs two different accounts")
+            raise errors.PostingCountError("debit and credit must be different accounts")
         return self
+
+
+class TransferCommand(_Movement):
+    """The common two-posting entry: ``amount_minutes`` (> 0) from ``debit`` to ``credit``.
+
+    Flat, so it validates in one step: the fast input of ``post_many``.
+    """
+
+    occurred_at: AwareDatetime | None = None
 
     @property
     def legs(self) -> tuple[tuple[str, int], ...]:
@@ -192,26 +197,10 @@ def check_postings(postings: tuple[PostingSpec, ...]) -> None:
         raise errors.UnbalancedEntryError(f"postings sum to {total} minutes, not zero")
 
 
-class HoldCommand(_Command):
+class HoldCommand(_Movement):
     """Reserve ``amount_minutes`` moving from ``debit`` to ``credit`` (a pending transfer)."""
 
-    idempotency_key: Key
-    code: EntryCode
-    debit: AccountCode
-    credit: AccountCode
-    amount_minutes: Minutes
-    operator: Operator
     expires_at: AwareDatetime | None = None
-    memo: Memo = ""
-    metadata: Metadata = None
-
-    @model_validator(mode="after")
-    def _positive(self) -> HoldCommand:
-        if self.amount_minutes < 0:
-            raise errors.InvalidAmountError("a hold's amount_minutes must be positive")
-        if self.debit == self.credit:
-            raise ValueError("debit and credit must be different accounts")
-        return self
 
 
 class AccountSpec(_Command):
