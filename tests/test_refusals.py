@@ -378,7 +378,7 @@ def test_other_malformed_requests(world: World) -> None:
         refused_before_sql(w, InvalidAmountError, post)
     refused_before_sql(w, InvalidAmountError, lambda: w.hold("h-2", w.alice, w.care, -10),
                        match="must be positive")
-    refused_before_sql(w, InvalidInputError, lambda: w.hold("h-3", w.alice, w.alice, 10),
+    refused_before_sql(w, PostingCountError, lambda: w.hold("h-3", w.alice, w.alice, 10),
                        match="different accounts")
     refused_before_sql(
         w, InvalidAmountError,
