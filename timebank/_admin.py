@@ -38,6 +38,8 @@ def open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime)
             stored = AccountSpec(code=row.code, **{f: getattr(row, f) for f in _SPEC_FIELDS})
             if stored != spec:
                 raise errors.AccountExistsError(row.code, _differing(stored, spec))
+    for spec in by_code.values():
+        _check_starts_within_limits(spec)
     rows = [_row(spec, now) for spec in by_code.values()]
     if rows:
         try:
@@ -47,6 +49,20 @@ def open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime)
                 raise KeyRace from exc
             raise
     return len(rows)
+
+
+def _check_starts_within_limits(spec: AccountSpec) -> None:
+    """A new account holds 0 minutes, which must lie within its limits."""
+    if spec.floor_minutes is not None and spec.floor_minutes > 0:
+        raise errors.InvalidInputError(
+            f"account {spec.code!r}: floor_minutes {spec.floor_minutes} is above 0, "
+            "where a new account starts"
+        )
+    if spec.ceiling_minutes is not None and spec.ceiling_minutes < 0:
+        raise errors.InvalidInputError(
+            f"account {spec.code!r}: ceiling_minutes {spec.ceiling_minutes} is below 0, "
+            "where a new account starts"
+        )
 
 
 def _differing(a: AccountSpec, b: AccountSpec) -> list[str]:

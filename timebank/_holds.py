@@ -130,14 +130,17 @@ def resolve(
     ).first()
     if ids is None:
         raise errors.HoldNotFoundError(f"no hold with id {hold_id}")
+    # One instant for the whole operation: the hold is live or expired once, not expired
+    # again by a later clock reading while its minutes are being released.
+    now = clock()
+    frozen_clock: Clock = lambda: now  # noqa: E731
     # Accounts first, in the canonical order, then the hold row: the library's lock order.
     # Locking also expires the hold if its time has passed.
-    locked = _accounts.lock_ids(conn, tuple(ids), clock())
+    locked = _accounts.lock_ids(conn, tuple(ids), now)
     hold = conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     if hold.status != "pending":
         request = _Resolution(key, void, post_minutes, operator, memo, occurred_at)
         return _resolved_replay(conn, hold, request)
-    now = clock()
     if hold.expires_at is not None and hold.expires_at <= now:
         raise errors.HoldExpiredError(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
     amount = hold.amount_minutes if post_minutes is None else post_minutes
@@ -158,7 +161,7 @@ def resolve(
             operator=operator,
             memo=memo,
             occurred_at=occurred_at,
-            clock=clock,
+            clock=frozen_clock,
         )
     _mark(conn, hold_id, key=key, status="voided" if void else "posted", entry_id=entry_id, now=now)
     return entry_id
