@@ -49,7 +49,7 @@ ACCOUNTS = (*MEMBERS, STATION)
 CEILINGS = {"m3": 400}
 SEED_MINUTES = 120
 #: Share of holds that expire within 1-100 ms, so that expiry races the writers.
-EXPIRING_HOLDS = 0.1
+EXPIRING_HOLDS = 0.04
 JOIN_TIMEOUT_S = 300
 
 

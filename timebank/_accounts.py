@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -127,6 +128,21 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
         yield items[start : start + SQL_CHUNK_ROWS]
 
 
+#: Accounts to lock besides those an operation names: counterparties of expired holds that a
+#: previous attempt found (see :class:`LockMore`). Set by the façade for one operation.
+EXTRA_LOCKS: ContextVar[frozenset[str]] = ContextVar("timebank_extra_locks", default=frozenset())
+
+
+class LockMore(Exception):
+    """Expired holds must be released on accounts the operation has not locked. Locking them
+    now would break the canonical lock order (and deadlock), so the operation is rolled back
+    and run again with them in its lock set."""
+
+    def __init__(self, codes: Iterable[str]) -> None:
+        super().__init__()
+        self.codes = frozenset(codes)
+
+
 def lock(
     conn: Connection, codes: Iterable[str], now: datetime, *, expired: list[int] | None = None
 ) -> dict[str, LockedAccount]:
@@ -135,7 +151,7 @@ def lock(
     Code order is the canonical lock order of the whole library: every writer that takes
     several account locks takes them in this order, so writers queue and never deadlock.
     """
-    locked = _lock_only(conn, codes)
+    locked = _lock_only(conn, {*codes, *EXTRA_LOCKS.get()})
     if any(
         a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now for a in locked.values()
     ):
@@ -171,9 +187,8 @@ def lock_ids(
 
 def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], now: datetime) -> int:
     """Mark pending holds of the due ``locked`` accounts as expired and give their minutes
-    back. Counterparty accounts not yet locked are locked here and added to ``locked`` (after
-    the others: the only place a lock is taken out of code order; a rare deadlock is
-    retried). Their own other due holds wait for the next write that locks them."""
+    back. A counterparty not locked yet raises :class:`LockMore`: the operation runs again
+    with it in the lock set, so locks are always taken in the canonical order."""
     due = [
         a.id
         for a in locked.values()
@@ -194,9 +209,7 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
     by_id = {a.id: a for a in locked.values()}
     missing = {i for r in rows for i in (r.debit_account_id, r.credit_account_id)} - by_id.keys()
     if missing:
-        extra = _lock_only(conn, _codes_of(conn, missing))
-        locked.update(extra)
-        by_id.update({a.id: a for a in extra.values()})
+        raise LockMore(_codes_of(conn, missing))
     for row in rows:
         by_id[row.debit_account_id].held_out_minutes -= row.amount_minutes
         by_id[row.credit_account_id].held_in_minutes -= row.amount_minutes

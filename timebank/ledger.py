@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from timebank import _admin, _entries, _holds, _reads, errors, migrate
+from timebank._accounts import EXTRA_LOCKS, LockMore
 from timebank._db import WRITE_OPTION, KeyRace, is_retryable, make_engine
 from timebank._entries import Clock, Draft
 from timebank._minutes import as_limit, as_minutes
@@ -401,7 +402,9 @@ class Ledger(_Operations):
 
     def _write(self, op: Op[T]) -> T:
         check_replays = False
+        extra: frozenset[str] = frozenset()
         for attempt in range(ATTEMPTS_MAX):
+            token = EXTRA_LOCKS.set(extra)
             try:
                 with self.engine.connect() as raw:
                     conn = raw.execution_options(**{WRITE_OPTION: True})
@@ -409,10 +412,14 @@ class Ledger(_Operations):
                         return op(conn, check_replays)
             except KeyRace:
                 check_replays = True  # the key exists now: look it up on the next attempt
+            except LockMore as more:
+                extra |= more.codes  # lock those too, in order, on the next attempt
             except sa_exc.DBAPIError as exc:
                 if not is_retryable(exc):
                     raise _translate(exc) from exc
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            finally:
+                EXTRA_LOCKS.reset(token)
         raise errors.ConcurrencyError(
             f"gave up after {ATTEMPTS_MAX} attempts under contention; retry later"
         )
@@ -440,19 +447,25 @@ class LedgerTransaction(_Operations):
 
     def _write(self, op: Op[T]) -> T:
         check_replays = False
-        for _attempt in range(2):
+        extra: frozenset[str] = frozenset()
+        for _attempt in range(3):
+            token = EXTRA_LOCKS.set(extra)
             try:
                 with self.connection.begin_nested():
                     return op(self.connection, check_replays)
             except KeyRace:
                 check_replays = True
+            except LockMore as more:
+                extra |= more.codes
             except sa_exc.DBAPIError as exc:
                 if is_retryable(exc):
                     raise errors.ConcurrencyError(
                         "lock conflict inside a caller-owned transaction: roll it back and retry"
                     ) from exc
                 raise _translate(exc) from exc
-        raise errors.ConcurrencyError("idempotency key raced twice; retry the transaction")
+            finally:
+                EXTRA_LOCKS.reset(token)
+        raise errors.ConcurrencyError("conflicts persisted inside the transaction; retry it")
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         try:
@@ -461,7 +474,13 @@ class LedgerTransaction(_Operations):
             raise _translate(exc) from exc
 
 
+# MariaDB reports a failed CHECK (4025) and a trigger's SIGNAL (1644) as operational errors.
+_MYSQL_INTEGRITY_CODES = {1644, 4025}
+
+
 def _translate(exc: sa_exc.DBAPIError) -> errors.StorageError:
-    if isinstance(exc, sa_exc.IntegrityError):
+    args = getattr(exc.orig, "args", ())
+    mysql_code = args[0] if args and isinstance(args[0], int) else None
+    if isinstance(exc, sa_exc.IntegrityError) or mysql_code in _MYSQL_INTEGRITY_CODES:
         return errors.IntegrityViolationError(f"the database refused the write: {exc.orig}")
     return errors.StorageError(f"database error: {exc.orig}")

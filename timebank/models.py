@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -132,7 +131,7 @@ class EntryCommand(_Command):
         check_postings(self.postings)
         return self
 
-    @cached_property
+    @property
     def legs(self) -> tuple[tuple[str, int], ...]:
         """The postings as (account, amount_minutes) pairs: what the posting engine reads."""
         return tuple((p.account, p.amount_minutes) for p in self.postings)
@@ -172,7 +171,7 @@ class TransferCommand(_Movement):
         """The postings as (account, amount_minutes) pairs: what the posting engine reads."""
         return ((self.debit, -self.amount_minutes), (self.credit, self.amount_minutes))
 
-    @cached_property
+    @property
     def postings(self) -> tuple[PostingSpec, ...]:
         """The two postings (already validated: built without validating again)."""
         return (

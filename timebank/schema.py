@@ -94,6 +94,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def exact_text(length: int) -> String:
+    """Text compared byte for byte. MariaDB's default collations ignore case and trailing
+    spaces, which would make 'K1', 'k1' and 'k1 ' one account code or idempotency key."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+    )
+
+
 # SQLite only auto-numbers an INTEGER PRIMARY KEY, so ids are BIGINT elsewhere.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -115,7 +123,7 @@ class Account(Base):
     __tablename__ = "tb_accounts"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    code: Mapped[str] = mapped_column(String(ACCOUNT_CODE_LENGTH_MAX), unique=True)
+    code: Mapped[str] = mapped_column(exact_text(ACCOUNT_CODE_LENGTH_MAX), unique=True)
     type: Mapped[str] = mapped_column(String(ACCOUNT_TYPE_LENGTH_MAX))
     owner_ref: Mapped[str | None] = mapped_column(String(OWNER_REF_LENGTH_MAX))
     status: Mapped[str] = mapped_column(String(8))
@@ -158,7 +166,7 @@ class Entry(Base):
     __tablename__ = "tb_entries"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
     code: Mapped[str] = mapped_column(String(ENTRY_CODE_LENGTH_MAX))
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
@@ -212,7 +220,7 @@ class Hold(Base):
     __tablename__ = "tb_holds"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
     code: Mapped[str] = mapped_column(String(ENTRY_CODE_LENGTH_MAX))
     debit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
     credit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
@@ -224,7 +232,7 @@ class Hold(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
-    resolution_key: Mapped[str | None] = mapped_column(String(KEY_LENGTH_MAX), unique=True)
+    resolution_key: Mapped[str | None] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
     posted_entry_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("tb_entries.id"), unique=True
     )

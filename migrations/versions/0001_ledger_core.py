@@ -30,6 +30,15 @@ Stamp = (
     .with_variant(sa.BigInteger(), "sqlite")
 )
 
+
+# Keys and codes compare byte for byte (MariaDB's default collation ignores case and trailing
+# spaces).
+def Exact(length: int) -> sa.types.TypeEngine[str]:
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+    )
+
+
 # Minutes may not move on an account that is not open; holds may only shrink there.
 FROZEN_MOVES = (
     "(OLD.status <> 'open' OR NEW.status <> 'open') AND "
@@ -58,7 +67,7 @@ def _accounts() -> None:
     op.create_table(
         "tb_accounts",
         sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("code", sa.String(64), nullable=False),
+        sa.Column("code", Exact(64), nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("owner_ref", sa.String(128), nullable=True),
         sa.Column("status", sa.String(8), nullable=False),
@@ -104,7 +113,7 @@ def _entries() -> None:
     op.create_table(
         "tb_entries",
         sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("idempotency_key", sa.String(128), nullable=False),
+        sa.Column("idempotency_key", Exact(128), nullable=False),
         sa.Column("code", sa.String(32), nullable=False),
         sa.Column("occurred_at", Stamp, nullable=False),
         sa.Column("recorded_at", Stamp, nullable=False),
@@ -134,7 +143,7 @@ def _holds() -> None:
     op.create_table(
         "tb_holds",
         sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("idempotency_key", sa.String(128), nullable=False),
+        sa.Column("idempotency_key", Exact(128), nullable=False),
         sa.Column("code", sa.String(32), nullable=False),
         sa.Column("debit_account_id", Id, nullable=False),
         sa.Column("credit_account_id", Id, nullable=False),
@@ -146,7 +155,7 @@ def _holds() -> None:
         sa.Column("created_at", Stamp, nullable=False),
         sa.Column("expires_at", Stamp, nullable=True),
         sa.Column("resolved_at", Stamp, nullable=True),
-        sa.Column("resolution_key", sa.String(128), nullable=True),
+        sa.Column("resolution_key", Exact(128), nullable=True),
         sa.Column("posted_entry_id", Id, nullable=True),
         sa.CheckConstraint(
             "(status = 'pending' AND resolved_at IS NULL) OR "
