@@ -11,6 +11,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 #: Milliseconds an SQLite writer waits for the file lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: Page cache of each SQLite connection, in KiB.
+SQLITE_CACHE_KIB = 65_536
+
 #: Execution option that makes the SQLite "begin" listener take the write lock up front.
 WRITE_OPTION = "timebank_write"
 
@@ -53,6 +56,8 @@ def configure_sqlite(engine: Engine) -> None:
             # WAL + NORMAL is durable against application crashes; only an OS crash can
             # lose the last commits, never corrupt the file.
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # 64 MiB of page cache instead of 2: the indexes of a growing ledger stay warm.
+            cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
