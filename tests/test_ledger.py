@@ -9,13 +9,14 @@ from __future__ import annotations
 import gc
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tests.clocks import T0, Clock
 from tests.dbdump import dump
 from timebank import (
     PAGE_SIZE_MAX,
@@ -48,26 +49,11 @@ from timebank import (
     upgrade,
 )
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 ISSUER = "station:gulou:issued"
 ALICE = "member:alice"
 BOB = "member:bob"
 CARE = "institution:sunrise"
 OP = "op:gulou-1"
-
-
-class Clock:
-    """An injectable clock: time stands still until the test moves it."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture

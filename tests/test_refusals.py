@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, event
 
 from tests._databases import MARIADB, POSTGRES, SQLITE, FreshDatabases, backend_params
+from tests.clocks import T0, Clock
 from tests.dbdump import dump
 from timebank import (
     ENTRIES_PER_BATCH_MAX,
@@ -52,23 +53,8 @@ from timebank import (
 )
 from timebank.schema import entries, postings
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 OP = "op:gulou-1"
 E = TypeVar("E", bound=TimebankError)
-
-
-class Clock:
-    """An injectable clock: time stands still until the test moves it."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture(scope="module", params=backend_params(SQLITE, POSTGRES, MARIADB))

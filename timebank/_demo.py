@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from timebank.errors import LimitExceededError
 from timebank.ledger import Ledger
-from timebank.models import AccountSpec
+from timebank.models import AccountSpec, TransferCommand
 
 Say = Callable[[str], object]
 
@@ -71,8 +71,9 @@ def _refusal_and_retry(ledger: Ledger, say: Say) -> None:
         )
     except LimitExceededError as refusal:
         say(f"  refused overdraft: {refusal} (nothing was written)")
-    first = ledger.transfer(
-        "red-002",
+    # The same command twice, as a station's retry after a timeout would send it.
+    redemption = TransferCommand(
+        idempotency_key="red-002",
         debit="member:li-wei",
         credit="institution:sunrise:redeemed",
         amount_minutes=150,
@@ -80,15 +81,7 @@ def _refusal_and_retry(ledger: Ledger, say: Say) -> None:
         operator="op:sunrise-1",
         memo="day care",
     )
-    again = ledger.transfer(
-        "red-002",
-        debit="member:li-wei",
-        credit="institution:sunrise:redeemed",
-        amount_minutes=150,
-        code="redemption",
-        operator="op:sunrise-1",
-        memo="day care",
-    )
+    first, again = ledger.post(redemption), ledger.post(redemption)
     say(
         f"  redemption red-002 posted as entry {first.id}; the retry with the same key "
         f"returned entry {again.id} and wrote nothing"
