@@ -358,7 +358,7 @@ def test_oversize_metadata_is_refused() -> None:
 
 
 def test_metadata_must_be_json() -> None:
-    with refused(InvalidInputError, match="JSON-serialisable"):
+    with refused(InvalidInputError, match="plain JSON"):
         entry(metadata={"when": AWARE})
 
 

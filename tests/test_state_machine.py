@@ -142,6 +142,8 @@ class MHold:
     status: str = "pending"
     resolution_key: str | None = None
     posted_entry_id: int | None = None
+    #: Who voided it and why: a replayed void must repeat both.
+    voided_by: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,12 @@ def batch_differences(a: Draft, b: Draft) -> list[str]:
 
 def stored_differences(draft: Draft, stored: MEntry) -> list[str]:
     """Fields in which a draft differs from the entry recorded under its key. An unset
-    occurred_at means "when recorded" and matches whatever was recorded."""
+    occurred_at means "when recorded": it matches only an entry stored that way."""
     cmd, view = draft.command, stored.view
     fields = [name for name in ("code", "operator", "memo", "metadata")
               if getattr(cmd, name) != getattr(view, name)]
-    if cmd.occurred_at is not None and cmd.occurred_at != view.occurred_at:
+    expected_at = cmd.occurred_at if cmd.occurred_at is not None else view.recorded_at
+    if expected_at != view.occurred_at:
         fields.append("occurred_at")
     if _sorted_legs(cmd) != sorted((p.account, p.amount_minutes) for p in view.postings):
         fields.append("postings")
@@ -871,8 +874,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.refused(state, call)
             return
         if not isinstance(state, MHold):
-            view = self.unchanged(call)
-            assert view.status == "voided"
+            self.replay_void(hold_id, call, operator, reason)
             return
         if key in self.model.resolution_keys:
             self.refused(Refusal(IdempotencyConflictError, {"key": key}), call)
@@ -881,7 +883,21 @@ class LedgerMachine(RuleBasedStateMachine):
         event("hold voided")
         assert view.status == "voided"
         state.status, state.resolution_key = "voided", key
+        state.voided_by = (operator, reason)
         self.model.resolution_keys[key] = state.id
+
+    def replay_void(
+        self, hold_id: int, call: Callable[[], HoldView], operator: str, reason: str
+    ) -> None:
+        """The same void again: a replay if operator and reason repeat, else a conflict."""
+        first = self.model.holds[hold_id].voided_by
+        assert first is not None
+        fields = tuple(name for name, asked, stored in (
+            ("operator", operator, first[0]), ("reason", reason, first[1])) if asked != stored)
+        if fields:
+            self.refused(Refusal(IdempotencyConflictError, {"fields": fields}), call)
+            return
+        assert self.unchanged(call).status == "voided"
 
     @precondition(lambda self: any(h.status in ("posted", "voided")
                                    for h in self.model.holds.values()))
@@ -919,7 +935,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.refused(state, call)
         else:
             assert not isinstance(state, MHold)
-            self.unchanged(call)
+            self.replay_void(hold_id, call, "alice", "")
 
     def post_hold_with(self, hold_id: int, key: str, *, amount: int | None, operator: str,
                        memo: str) -> None:

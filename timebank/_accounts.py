@@ -99,7 +99,8 @@ _SELECTED = ", ".join(c.name for c in _COLUMNS)
 _LOCK_SQL = {
     "postgresql": (
         f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(%(codes)s::text[]) "
-        "ORDER BY code FOR UPDATE"
+        # Byte order, as Python sorts the chunks: the canonical order whatever the collation.
+        'ORDER BY code COLLATE "C" FOR UPDATE'
     ),
     "sqlite": (
         f"SELECT {_SELECTED} FROM tb_accounts "
@@ -209,7 +210,7 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
     by_id = {a.id: a for a in locked.values()}
     missing = {i for r in rows for i in (r.debit_account_id, r.credit_account_id)} - by_id.keys()
     if missing:
-        raise LockMore(_codes_of(conn, missing))
+        raise LockMore(_codes_of(conn, _expired_closure(conn, by_id.keys() | missing, now)))
     for row in rows:
         by_id[row.debit_account_id].held_out_minutes -= row.amount_minutes
         by_id[row.credit_account_id].held_in_minutes -= row.amount_minutes
@@ -223,6 +224,26 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
         )
     refresh_next_expiry(conn, [by_id[i] for i in due])
     return len(rows)
+
+
+def _expired_closure(conn: Connection, ids: set[int], now: datetime) -> set[int]:
+    """Every account linked to ``ids`` through chains of expired holds (read only), so one
+    restart locks all an operation will need, however long the chain."""
+    found = set(ids)
+    frontier = set(ids)
+    while frontier:
+        rows = conn.execute(
+            select(holds.c.debit_account_id, holds.c.credit_account_id).where(
+                holds.c.status == "pending",
+                holds.c.expires_at <= now,
+                or_(
+                    holds.c.debit_account_id.in_(frontier), holds.c.credit_account_id.in_(frontier)
+                ),
+            )
+        ).all()
+        frontier = {i for row in rows for i in row} - found
+        found |= frontier
+    return found
 
 
 def refresh_next_expiry(conn: Connection, targets: Iterable[LockedAccount]) -> None:
@@ -278,7 +299,14 @@ WHERE a.id = v.id AND a.version = v.version
 
 
 def write_back(conn: Connection, locked: Iterable[LockedAccount]) -> None:
-    """Write changed accounts, guarded by the version read under the lock."""
+    """Write changed accounts, guarded by the version read under the lock. The accounts
+    then count as freshly read, so an operation may change and write them again."""
+    changed = [a for a in locked if a.dirty]
+    if not changed:
+        return
+    for account in changed:
+        if account.version == account.version_read:  # only the expiry hint moved
+            account.version += 1
     rows = [
         (
             a.id,
@@ -286,18 +314,18 @@ def write_back(conn: Connection, locked: Iterable[LockedAccount]) -> None:
             a.posted_minutes,
             a.held_out_minutes,
             a.held_in_minutes,
-            a.version if a.version != a.version_read else a.version + 1,
+            a.version,
             a.next_hold_expiry_at,
             a.last_recorded_at,
         )
-        for a in locked
-        if a.dirty
+        for a in changed
     ]
-    if not rows:
-        return
     written = _WRITE_BACK.execute(conn, rows)
     if written not in (-1, len(rows)):
         # Impossible while the rows are locked; refuse rather than lose an update.
         raise errors.ConcurrencyError(
             f"{len(rows) - written} account row(s) changed under the lock"
         )
+    for account in changed:
+        account.version_read = account.version
+        account.expiry_dirty = False

@@ -273,15 +273,16 @@ def _differences(a: Draft, b: Draft) -> list[str]:
 
 
 def differences_from_stored(draft: Draft, view: EntryView) -> list[str]:
-    """Fields in which a command differs from the entry stored under its key. An unset
-    ``occurred_at`` means "when recorded", so it matches whatever was recorded then."""
+    """Fields in which a command differs from the entry stored under its key."""
     cmd = draft.command
     fields = [
         name
         for name in ("code", "operator", "memo", "metadata")
         if getattr(cmd, name) != getattr(view, name)
     ]
-    if cmd.occurred_at is not None and cmd.occurred_at != view.occurred_at:
+    # An unset occurred_at means "when recorded": it matches only an entry stored that way.
+    expected_at = cmd.occurred_at if cmd.occurred_at is not None else view.recorded_at
+    if expected_at != view.occurred_at:
         fields.append("occurred_at")
     if _legs(cmd) != sorted((p.account, p.amount_minutes) for p in view.postings):
         fields.append("postings")

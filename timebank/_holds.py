@@ -35,6 +35,10 @@ def create(conn: Connection, cmd: HoldCommand, clock: Clock, *, check_replays: b
         raise
     debit.require_open()
     credit.require_open()
+    if cmd.expires_at is not None and cmd.expires_at <= now:
+        raise errors.HoldExpiredError(
+            f"expires_at {cmd.expires_at.isoformat()} is not after now ({now.isoformat()})"
+        )
     _reserve(debit, credit, cmd.amount_minutes)
     if cmd.expires_at is not None:
         for account in (debit, credit):
@@ -137,6 +141,8 @@ def resolve(
     # Accounts first, in the canonical order, then the hold row: the library's lock order.
     # Locking also expires the hold if its time has passed.
     locked = _accounts.lock_ids(conn, tuple(ids), now)
+    # Locking may have expired other holds of these accounts: keep that, whatever follows.
+    _accounts.write_back(conn, locked.values())
     hold = conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     if hold.status != "pending":
         request = _Resolution(key, void, post_minutes, operator, memo, occurred_at)
@@ -163,7 +169,13 @@ def resolve(
             occurred_at=occurred_at,
             clock=frozen_clock,
         )
-    _mark(conn, hold_id, key=key, status="voided" if void else "posted", entry_id=entry_id, now=now)
+    _mark(
+        conn,
+        hold_id,
+        _Resolution(key, void, post_minutes, operator, memo, occurred_at),
+        entry_id=entry_id,
+        now=now,
+    )
     return entry_id
 
 
@@ -228,6 +240,16 @@ def _resolved_replay(conn: Connection, hold: Row[Any], request: _Resolution) -> 
     if hold.resolution_key != request.key or hold.status != wanted:
         raise errors.HoldResolvedError(f"hold {hold.id} is already {hold.status}")
     if request.void:
+        fields = [
+            name
+            for name, asked, stored in (
+                ("operator", request.operator, hold.resolved_by),
+                ("reason", request.memo, hold.resolution_memo),
+            )
+            if asked != stored
+        ]
+        if fields:
+            raise errors.IdempotencyConflictError(request.key, fields)
         return None
     [entry] = _entries.load(conn, [hold.posted_entry_id])
     posted = max(p.amount_minutes for p in entry.postings)
@@ -248,17 +270,24 @@ def _resolved_replay(conn: Connection, hold: Row[Any], request: _Resolution) -> 
 def _mark(
     conn: Connection,
     hold_id: int,
+    request: _Resolution,
     *,
-    key: str,
-    status: str,
     entry_id: int | None,
     now: datetime,
 ) -> None:
+    key = request.key
     try:
         done = conn.execute(
             update(holds)
             .where(holds.c.id == hold_id, holds.c.status == "pending")
-            .values(status=status, resolved_at=now, resolution_key=key, posted_entry_id=entry_id)
+            .values(
+                status="voided" if request.void else "posted",
+                resolved_at=now,
+                resolution_key=key,
+                resolved_by=request.operator,
+                resolution_memo=request.memo,
+                posted_entry_id=entry_id,
+            )
         ).rowcount
     except sa_exc.IntegrityError as exc:
         if violated(exc, "resolution_key"):
@@ -322,6 +351,8 @@ def load(conn: Connection, where: Any) -> list[HoldView]:
             created_at=r["created_at"],
             expires_at=r["expires_at"],
             resolved_at=r["resolved_at"],
+            resolved_by=r["resolved_by"],
+            resolution_memo=r["resolution_memo"],
             posted_entry_id=r["posted_entry_id"],
         )
         for r in conn.execute(query).mappings()

@@ -62,7 +62,7 @@ class _Operations:
     def _write(self, op: Op[T]) -> T:
         raise NotImplementedError
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         raise NotImplementedError
 
     # --- accounts ---------------------------------------------------------------------
@@ -344,7 +344,7 @@ class _Operations:
 
     def verify(self) -> IntegrityReport:
         """Audit: replay every posting and hold against the materialised balances."""
-        return self._read(_reads.verify)
+        return self._read(_reads.verify, snapshot=True)
 
 
 class Ledger(_Operations):
@@ -424,12 +424,17 @@ class Ledger(_Operations):
             f"gave up after {ATTEMPTS_MAX} attempts under contention; retry later"
         )
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         try:
             with self.engine.connect() as conn:
+                if snapshot and self._autocommit_reads:
+                    # Several statements that must see one state of the ledger.
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                    with conn.begin():
+                        return fn(conn)
                 if self._autocommit_reads:
-                    # A read that opens no transaction saves two round trips (BEGIN and
-                    # ROLLBACK); every read sees committed data either way.
+                    # A one-statement read needs no transaction: this saves two round
+                    # trips (BEGIN and ROLLBACK). Multi-statement reads ask for a snapshot.
                     conn.execution_options(isolation_level="AUTOCOMMIT")
                     return fn(conn)
                 with conn.begin():
@@ -467,8 +472,8 @@ class LedgerTransaction(_Operations):
                 EXTRA_LOCKS.reset(token)
         raise errors.ConcurrencyError("conflicts persisted inside the transaction; retry it")
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
-        try:
+    def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
+        try:  # the caller's transaction decides what the reads see
             return fn(self.connection)
         except sa_exc.DBAPIError as exc:
             raise _translate(exc) from exc

@@ -66,12 +66,15 @@ def _small_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        size = len(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+        dumped = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+        raise ValueError(f"metadata must be plain JSON: {exc}") from None
+    size = len(dumped.encode())
     if size > METADATA_BYTES_MAX:
         raise ValueError(f"metadata is {size} bytes, past the maximum of {METADATA_BYTES_MAX}")
-    return value
+    # Kept as it will read back (tuples become lists), so a replay compares equal.
+    normalised: dict[str, Any] = json.loads(dumped)
+    return normalised
 
 
 Minutes = Annotated[int, BeforeValidator(as_minutes)]
@@ -248,7 +251,9 @@ class AccountView(_View):
 
 
 class BalanceView(_View):
-    """The materialised balance. ``available_minutes`` = posted minus pending debits."""
+    """The materialised balance. ``available_minutes`` = posted minus pending debits (the
+    floor is not subtracted; ``LimitExceededError.available_minutes`` is what a debit may
+    still take, above the floor)."""
 
     account: str
     posted_minutes: int
@@ -307,6 +312,8 @@ class HoldView(_View):
     created_at: datetime
     expires_at: datetime | None
     resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_memo: str | None
     posted_entry_id: int | None
 
 

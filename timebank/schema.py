@@ -233,6 +233,8 @@ class Hold(Base):
     expires_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     resolution_key: Mapped[str | None] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    resolution_memo: Mapped[str | None] = mapped_column(String(MEMO_LENGTH_MAX))
     posted_entry_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("tb_entries.id"), unique=True
     )

@@ -156,6 +156,8 @@ def _holds() -> None:
         sa.Column("expires_at", Stamp, nullable=True),
         sa.Column("resolved_at", Stamp, nullable=True),
         sa.Column("resolution_key", Exact(128), nullable=True),
+        sa.Column("resolved_by", sa.String(64), nullable=True),
+        sa.Column("resolution_memo", sa.String(500), nullable=True),
         sa.Column("posted_entry_id", Id, nullable=True),
         sa.CheckConstraint(
             "(status = 'pending' AND resolved_at IS NULL) OR "

@@ -1,0 +1,168 @@
+"""Edge cases of hold expiry and of replays, each with its database dump checked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import timedelta
+from itertools import pairwise
+
+import pytest
+
+import timebank
+from tests.clocks import T0, Clock
+from tests.dbdump import dump
+
+OP = "op"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ledger(db_url: str, clock: Clock) -> Iterator[timebank.Ledger]:
+    opened = timebank.Ledger.open(db_url, clock=clock)
+    opened.open_account("sys", "system", floor_minutes=None)
+    yield opened
+    opened.dispose()
+
+
+def _fund(ledger: timebank.Ledger, code: str, minutes: int) -> None:
+    ledger.open_account(code, "member")
+    ledger.transfer(
+        f"fund-{code}",
+        debit="sys",
+        credit=code,
+        amount_minutes=minutes,
+        code="deposit",
+        operator=OP,
+    )
+
+
+def test_replaying_a_resolution_keeps_the_expiry_it_triggered(
+    ledger: timebank.Ledger, clock: Clock
+) -> None:
+    _fund(ledger, "a", 100)
+    ledger.open_account("b", "member")
+    voided = ledger.hold("h1", debit="a", credit="b", amount_minutes=10, code="c", operator=OP)
+    ledger.void_hold(voided.id, idempotency_key="v1", operator=OP)
+    ledger.hold(
+        "h2",
+        debit="a",
+        credit="b",
+        amount_minutes=30,
+        code="c",
+        operator=OP,
+        expires_at=T0 + timedelta(minutes=1),
+    )
+    clock.advance(minutes=2)
+    again = ledger.void_hold(voided.id, idempotency_key="v1", operator=OP)
+    assert again.status == "voided"
+    assert ledger.verify().ok, ledger.verify().problems
+    assert ledger.balance("a").available_minutes == 100
+    ledger.transfer("t", debit="a", credit="b", amount_minutes=90, code="c", operator=OP)
+
+
+def test_a_chain_of_expired_holds_does_not_exhaust_the_retries(
+    ledger: timebank.Ledger, clock: Clock
+) -> None:
+    codes = [f"m{i}" for i in range(9)]
+    for code in codes:
+        _fund(ledger, code, 50)
+    for i, (debit, credit) in enumerate(pairwise(codes)):
+        ledger.hold(
+            f"h{i}",
+            debit=debit,
+            credit=credit,
+            amount_minutes=20,
+            code="c",
+            operator=OP,
+            expires_at=T0 + timedelta(minutes=1),
+        )
+    clock.advance(minutes=5)
+    ledger.transfer("t", debit="m0", credit="sys", amount_minutes=50, code="c", operator=OP)
+    assert ledger.verify().ok, ledger.verify().problems
+    assert ledger.balance("m8").held_in_minutes == 0
+
+
+def test_a_hold_already_past_its_expiry_is_refused(ledger: timebank.Ledger) -> None:
+    _fund(ledger, "a", 100)
+    before = dump(ledger.engine)
+    with pytest.raises(timebank.HoldExpiredError, match="not after now"):
+        ledger.hold(
+            "h", debit="a", credit="sys", amount_minutes=5, code="c", operator=OP, expires_at=T0
+        )
+    assert dump(ledger.engine) == before
+
+
+def test_a_void_replayed_with_other_operator_or_reason_is_a_conflict(
+    ledger: timebank.Ledger,
+) -> None:
+    _fund(ledger, "a", 100)
+    hold = ledger.hold("h", debit="a", credit="sys", amount_minutes=5, code="c", operator=OP)
+    voided = ledger.void_hold(hold.id, idempotency_key="v", operator=OP, reason="cancelled")
+    assert (voided.resolved_by, voided.resolution_memo) == (OP, "cancelled")
+    before = dump(ledger.engine)
+    with pytest.raises(timebank.IdempotencyConflictError) as info:
+        ledger.void_hold(hold.id, idempotency_key="v", operator="other", reason="typo")
+    assert info.value.fields == ("operator", "reason")
+    assert dump(ledger.engine) == before
+    assert ledger.void_hold(hold.id, idempotency_key="v", operator=OP, reason="cancelled") == voided
+
+
+def test_unset_occurred_at_does_not_replay_a_backdated_entry(ledger: timebank.Ledger) -> None:
+    ledger.open_account("a", "member")
+    ledger.transfer(
+        "k",
+        debit="sys",
+        credit="a",
+        amount_minutes=5,
+        code="c",
+        operator=OP,
+        occurred_at=T0 - timedelta(days=30),
+    )
+    before = dump(ledger.engine)
+    with pytest.raises(timebank.IdempotencyConflictError) as info:
+        ledger.transfer("k", debit="sys", credit="a", amount_minutes=5, code="c", operator=OP)
+    assert info.value.fields == ("occurred_at",)
+    assert dump(ledger.engine) == before
+    ledger.transfer("k2", debit="sys", credit="a", amount_minutes=5, code="c", operator=OP)
+    replay = ledger.transfer("k2", debit="sys", credit="a", amount_minutes=5, code="c", operator=OP)
+    assert replay.occurred_at == replay.recorded_at
+
+
+@pytest.mark.parametrize("metadata", [{"x": math.nan}, {"x": math.inf}, {"x": object()}])
+def test_metadata_must_be_plain_json(ledger: timebank.Ledger, metadata: dict[str, object]) -> None:
+    ledger.open_account("a", "member")
+    with pytest.raises(timebank.InvalidInputError, match="plain JSON"):
+        ledger.transfer(
+            "k", debit="sys", credit="a", amount_minutes=5, code="c", operator=OP, metadata=metadata
+        )
+
+
+def test_metadata_with_a_tuple_replays_as_it_reads_back(ledger: timebank.Ledger) -> None:
+    ledger.open_account("a", "member")
+    first = ledger.transfer(
+        "k",
+        debit="sys",
+        credit="a",
+        amount_minutes=5,
+        code="c",
+        operator=OP,
+        metadata={"pair": (1, 2)},
+    )
+    before = dump(ledger.engine)
+    again = ledger.transfer(
+        "k",
+        debit="sys",
+        credit="a",
+        amount_minutes=5,
+        code="c",
+        operator=OP,
+        metadata={"pair": (1, 2)},
+    )
+    assert again == first
+    assert again.metadata == {"pair": [1, 2]}
+    assert dump(ledger.engine) == before
