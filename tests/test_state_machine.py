@@ -691,7 +691,7 @@ class LedgerMachine(RuleBasedStateMachine):
                           expires_at=expires_at)
         self.hold_with(candidate)
 
-    def hold_with(self, hold: MHold) -> None:
+    def hold_with(self, hold: MHold) -> None:  # noqa: PLR0911 - one return per predicted outcome
         model = self.model
         def call() -> HoldView:
             return self.ledger.hold(
@@ -725,6 +725,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if model.accounts[code].status != "open":
                 self.refused(Refusal(AccountStateError), call)
                 return
+        if hold.expires_at is not None and hold.expires_at <= self.now:
+            self.refused(Refusal(HoldExpiredError), call)  # it would never reserve anything
+            return
         debit, credit = model.accounts[hold.debit], model.accounts[hold.credit]
         if debit.floor is not None:
             available = debit.posted - model.held_out(debit.code) - debit.floor
