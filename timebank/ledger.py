@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from timebank import _admin, _entries, _holds, _reads, errors, migrate
 from timebank._accounts import EXTRA_LOCKS, LockMore
-from timebank._db import WRITE_OPTION, KeyRace, is_retryable, make_engine
+from timebank._db import HeldConnections, KeyRace, is_retryable, make_engine
 from timebank._entries import Clock, Draft
 from timebank._minutes import as_limit, as_minutes
 from timebank.limits import (
@@ -362,6 +363,9 @@ class Ledger(_Operations):
         self._autocommit_reads = engine.dialect.name != "sqlite"
         if check_schema:
             migrate.require_current(engine)
+        self._held = HeldConnections(engine)
+        # A ledger dropped without dispose() still hands its kept connections back.
+        weakref.finalize(self, self._held.close)
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now, **engine_kwargs: Any) -> Ledger:
@@ -377,6 +381,7 @@ class Ledger(_Operations):
             raise
 
     def dispose(self) -> None:
+        self._held.close()
         self.engine.dispose()
 
     def __enter__(self) -> Ledger:
@@ -389,10 +394,8 @@ class Ledger(_Operations):
     def transaction(self) -> Iterator[LedgerTransaction]:
         """Several operations in one database transaction, committed at the end of the
         block and rolled back if it raises. No retries: the block is yours."""
-        with self.engine.connect() as raw:
-            conn = raw.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield LedgerTransaction(conn, clock=self._clock)
+        with self._held.connection(write=True) as conn, conn.begin():
+            yield LedgerTransaction(conn, clock=self._clock)
 
     def bind(self, target: Connection | Session) -> LedgerTransaction:
         """Operations inside a transaction the caller owns (a Connection or an ORM Session);
@@ -406,10 +409,8 @@ class Ledger(_Operations):
         for attempt in range(ATTEMPTS_MAX):
             token = EXTRA_LOCKS.set(extra)
             try:
-                with self.engine.connect() as raw:
-                    conn = raw.execution_options(**{WRITE_OPTION: True})
-                    with conn.begin():
-                        return op(conn, check_replays)
+                with self._held.connection(write=True) as conn, conn.begin():
+                    return op(conn, check_replays)
             except KeyRace:
                 check_replays = True  # the key exists now: look it up on the next attempt
             except LockMore as more:
@@ -426,7 +427,7 @@ class Ledger(_Operations):
 
     def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         try:
-            with self.engine.connect() as conn:
+            with self._held.connection(write=False) as conn:
                 if snapshot and self._autocommit_reads:
                     # Several statements that must see one state of the ledger.
                     conn.execution_options(isolation_level="REPEATABLE READ")

@@ -1,0 +1,139 @@
+"""The connections a ledger keeps between operations on an SQLite file (HeldConnections)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool, QueuePool
+
+from timebank import Ledger, LimitExceededError, make_engine, upgrade
+from timebank._db import HeldConnections
+
+
+@pytest.fixture
+def file_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'held.db'}"
+
+
+@pytest.fixture
+def ledger(file_url: str) -> Iterator[Ledger]:
+    with Ledger.open(file_url) as ledger:
+        ledger.open_account("A", "member", floor_minutes=0)
+        ledger.open_account("B", "member", floor_minutes=None)
+        yield ledger
+
+
+def _checked_out(engine: sa.Engine) -> int:
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
+def test_one_connection_serves_consecutive_operations(ledger: Ledger) -> None:
+    ledger.transfer("k1", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    kept = _checked_out(ledger.engine)
+    for n in range(2, 20):
+        ledger.transfer(f"k{n}", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+        ledger.balance("A")
+    assert kept == 1
+    assert _checked_out(ledger.engine) == kept
+
+
+def test_a_refusal_leaves_a_clean_connection_that_is_kept(ledger: Ledger) -> None:
+    with pytest.raises(LimitExceededError):
+        ledger.transfer("k1", debit="A", credit="B", amount_minutes=5, code="c", operator="o")
+    assert _checked_out(ledger.engine) == 1
+    # The kept connection has no transaction left open: another connection can write.
+    other = sa.create_engine(ledger.engine.url, poolclass=NullPool)
+    try:
+        with other.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE scratch (x INTEGER)")
+    finally:
+        other.dispose()
+    ledger.transfer("k2", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    assert ledger.balance("A").posted_minutes == 5
+
+
+def test_reads_do_not_take_the_write_lock(ledger: Ledger) -> None:
+    """A kept connection used for a write and then for a read begins a plain (deferred)
+    transaction for the read: a read must not queue behind another writer."""
+    ledger.transfer("k1", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    blocker = sa.create_engine(ledger.engine.url, poolclass=NullPool)
+    try:
+        with blocker.connect() as conn:
+            conn.connection.driver_connection.isolation_level = None  # type: ignore[union-attr]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # another writer holds the write lock
+            try:
+                assert ledger.balance("A").posted_minutes == 5
+            finally:
+                conn.exec_driver_sql("ROLLBACK")
+    finally:
+        blocker.dispose()
+
+
+def test_threads_share_the_kept_connections_safely(ledger: Ledger) -> None:
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for n in range(25):
+                ledger.transfer(
+                    f"t{worker}-{n}", debit="B", credit="A", amount_minutes=1,
+                    code="c", operator="o",
+                )
+                ledger.balance("A")
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert ledger.balance("A").posted_minutes == 150
+    assert _checked_out(ledger.engine) <= HeldConnections.keep_for(ledger.engine)
+    assert ledger.verify().ok
+
+
+def test_dispose_hands_every_kept_connection_back(ledger: Ledger) -> None:
+    ledger.balance("A")
+    ledger.dispose()
+    assert _checked_out(ledger.engine) == 0
+
+
+def test_a_ledger_dropped_without_dispose_returns_its_connections(file_url: str) -> None:
+    engine = make_engine(file_url)
+    upgrade(engine)
+    ledger = Ledger(engine)
+    ledger.open_account("A", "member")
+    assert _checked_out(engine) == 1
+    del ledger
+    gc.collect()
+    assert _checked_out(engine) == 0
+    engine.dispose()
+
+
+def test_nothing_is_kept_when_the_pool_cannot_spare_it(file_url: str) -> None:
+    engine = make_engine(file_url, poolclass=QueuePool, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    assert HeldConnections.keep_for(engine) == 0
+    ledger = Ledger(engine)
+    ledger.open_account("A", "member")
+    # The application's own connection is not kept waiting by the ledger.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM tb_accounts").scalar_one() == 1
+    ledger.dispose()
+
+
+def test_server_and_memory_databases_keep_nothing(tmp_path: Path) -> None:
+    assert HeldConnections.keep_for(sa.create_engine("sqlite://")) == 0
+    assert HeldConnections.keep_for(
+        sa.create_engine(f"sqlite:///{tmp_path / 'n.db'}", poolclass=NullPool)
+    ) == 0
+    assert HeldConnections.keep_for(sa.create_engine(f"sqlite:///{tmp_path / 'q.db'}")) == 5
