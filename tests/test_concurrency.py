@@ -332,6 +332,34 @@ def test_same_hold_raced_is_held_once(ledger: Ledger) -> None:
     assert report.ok, report.problems
 
 
+def test_a_raced_command_that_empties_an_account_is_replayed_not_refused(
+    ledger: Ledger,
+) -> None:
+    """Once the first writer commits, the others find the account empty: the same command
+    must still answer the committed entry (a replay), never a limit refusal. On PostgreSQL
+    the checks of a one-entry write run before its key is claimed, so this is the case
+    where a refusal must look the key up before it is believed."""
+    ledger.open_account(STATION, "system", floor_minutes=None)
+    ledger.open_account("m1", "member")  # floor 0
+    for round_ in range(RACES):
+        ledger.transfer(f"fill-{round_}", debit=STATION, credit="m1", amount_minutes=25,
+                        code="svc", operator="t")
+        key = f"empty-{round_}"
+
+        def take(_thread: int, key: str = key) -> EntryView:
+            return ledger.transfer(key, debit="m1", credit=STATION, amount_minutes=25,
+                                   code="svc", operator="t")
+
+        results = race(THREADS, take, ())
+        assert {r.id for r in results if isinstance(r, EntryView)} == {
+            ledger.entry_by_key(key).id
+        }, results
+        assert ledger.balance("m1").posted_minutes == 0
+    assert count_entries(ledger) == 2 * RACES
+    report = ledger.verify()
+    assert report.ok, report.problems
+
+
 def test_one_key_with_different_content_has_one_winner(ledger: Ledger) -> None:
     ledger.open_account(STATION, "system", floor_minutes=None)
     ledger.open_account("m1", "member")

@@ -295,7 +295,7 @@ def refresh_next_expiry(conn: Connection, targets: Iterable[LockedAccount]) -> N
             account.expiry_dirty = True
 
 
-_WRITE_BACK = RawMany(
+WRITE_BACK = RawMany(
     update(accounts)
     .where(accounts.c.id == bindparam("b_id"), accounts.c.version == bindparam("b_version"))
     .values(
@@ -333,9 +333,17 @@ WHERE a.id = v.id AND a.version = v.version
 def write_back(conn: Connection, locked: Iterable[LockedAccount]) -> None:
     """Write changed accounts, guarded by the version read under the lock. The accounts
     then count as freshly read, so an operation may change and write them again."""
+    changed, rows = write_back_rows(locked)
+    if changed:
+        written_back(changed, WRITE_BACK.execute(conn, rows))
+
+
+def write_back_rows(
+    locked: Iterable[LockedAccount],
+) -> tuple[list[LockedAccount], list[tuple[Any, ...]]]:
+    """The changed accounts and their rows for the guarded UPDATE (``WRITE_BACK``'s
+    parameters), for a caller that sends the UPDATE inside a larger statement."""
     changed = [a for a in locked if a.dirty]
-    if not changed:
-        return
     for account in changed:
         if account.version == account.version_read:  # only the expiry hint moved
             account.version += 1
@@ -352,11 +360,15 @@ def write_back(conn: Connection, locked: Iterable[LockedAccount]) -> None:
         )
         for a in changed
     ]
-    written = _WRITE_BACK.execute(conn, rows)
-    if written not in (-1, len(rows)):
+    return changed, rows
+
+
+def written_back(changed: list[LockedAccount], written: int) -> None:
+    """Check the UPDATE's row count and mark the accounts as freshly read."""
+    if written not in (-1, len(changed)):
         # Impossible while the rows are locked; refuse rather than lose an update.
         raise errors.ConcurrencyError(
-            f"{len(rows) - written} account row(s) changed under the lock"
+            f"{len(changed) - written} account row(s) changed under the lock"
         )
     for account in changed:
         account.version_read = account.version

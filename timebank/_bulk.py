@@ -83,6 +83,20 @@ class RawMany:
         ordered = [columns[i] for i in order]
         return driver_execute(conn, sql, list(zip(*ordered, strict=True)), many=True).rowcount
 
+    def pg_arrays(
+        self, conn: Connection, rows: Sequence[tuple[Any, ...]], prefix: str = ""
+    ) -> dict[str, list[Any]]:
+        """The rows as PostgreSQL array parameters, one per column, named ``prefix + name``:
+        for a caller that sends this statement as part of a larger one."""
+        _sql, _order, processors = self._prepare(conn)
+        columns: Iterable[Sequence[Any]] = zip(*rows, strict=True) if rows else [()] * len(
+            self.names
+        )
+        return {
+            prefix + name: _convert(column, processor)
+            for name, column, processor in zip(self.names, columns, processors, strict=True)
+        }
+
     def insert_one(self, conn: Connection, row: tuple[Any, ...]) -> int:
         """Insert one row and return its new ``id`` (for INSERT statements only)."""
         sql, order, processors = self._prepare(conn)
@@ -169,7 +183,7 @@ def bulk_insert(table: Table, columns: Sequence[str]) -> RawMany:
     return RawMany(
         insert(table),
         [(name, table.c[name].type) for name in columns],
-        _unnest_insert(table, columns),
+        unnest_insert(table, columns),
         f"COPY {table.name} ({', '.join(columns)}) FROM STDIN",
     )
 
@@ -186,8 +200,12 @@ def pg_array_type(type_: TypeEngine[Any]) -> str:
     raise TypeError(f"no array type for {type_!r}")
 
 
-def _unnest_insert(table: Table, columns: Sequence[str]) -> str:
-    arrays = ", ".join(f"%({name})s::{pg_array_type(table.c[name].type)}" for name in columns)
+def unnest_insert(table: Table, columns: Sequence[str], prefix: str = "") -> str:
+    """PostgreSQL: insert the rows given as one array parameter per column (named
+    ``prefix + column``) in one statement."""
+    arrays = ", ".join(
+        f"%({prefix}{name})s::{pg_array_type(table.c[name].type)}" for name in columns
+    )
     selected = ", ".join(
         f"v.{name}::json" if isinstance(table.c[name].type, JSON) else f"v.{name}"
         for name in columns
