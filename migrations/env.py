@@ -8,7 +8,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
-from timebank.schema import metadata
+from timebank.schema import include_object_for, metadata
 
 config = context.config
 
@@ -31,6 +31,7 @@ def run_migrations_online() -> None:
             target_metadata=metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=include_object_for(connection.dialect.name),
             transaction_per_migration=True,
         )
         with context.begin_transaction():

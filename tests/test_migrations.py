@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 
 import timebank
 from timebank.cli import main as cli_main
-from timebank.schema import metadata
+from timebank.schema import include_object_for, metadata
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
@@ -21,7 +21,13 @@ def test_models_and_migrations_agree(db_url: str) -> None:
     try:
         timebank.upgrade(engine)
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": include_object_for(conn.dialect.name),
+                },
+            )
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()

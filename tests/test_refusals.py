@@ -574,3 +574,47 @@ def test_postgres_refuses_an_unbalanced_entry_at_commit(world: World, legs: int)
                                  f"{5 * legs}"):
             conn.commit()
     assert dump(w.engine) == before
+
+
+@pytest.mark.parametrize("missing", ["entry", "account"])
+def test_database_refuses_a_posting_that_names_nothing(world: World, missing: str) -> None:
+    """A foreign key on SQLite and MariaDB, a statement-level trigger on PostgreSQL: the
+    same refusal, and the whole statement is refused with the one bad row."""
+    w = world
+    entry_id = w.ledger.entry_by_key(w.key("seed")).id
+    alice_id, empty_id = w.ledger.account(w.alice).id, w.ledger.account(w.empty).id
+    ghost_entry, ghost_account = entry_id + 1_000_000, empty_id + 1_000_000
+    good = {"entry_id": entry_id, "account_id": empty_id}
+    bad = (
+        {"entry_id": ghost_entry, "account_id": alice_id}
+        if missing == "entry"
+        else {"entry_id": entry_id, "account_id": ghost_account}
+    )
+    rows = [
+        {**row, "amount_minutes": 5, "balance_after_minutes": 5, "recorded_at": T0}
+        for row in (good, bad)
+    ]
+    before = dump(w.engine)
+    with pytest.raises(sa.exc.IntegrityError), w.engine.begin() as conn:
+        conn.execute(sa.insert(postings), rows)
+    assert dump(w.engine) == before
+
+
+@pytest.mark.parametrize("engine", backend_params(POSTGRES), indirect=True)
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM tb_accounts WHERE code = :code",
+        "UPDATE tb_accounts SET id = id + 1000000 WHERE code = :code",
+        "TRUNCATE tb_accounts CASCADE",
+    ],
+    ids=["delete", "renumber", "truncate"],
+)
+def test_postgres_keeps_accounts_that_postings_name(world: World, statement: str) -> None:
+    """Without foreign keys on tb_postings (migration 0002), PostgreSQL guards the accounts
+    they name: an account is closed, never deleted, renumbered or truncated away."""
+    before = dump(world.engine)
+    refusal = pytest.raises(sa.exc.DBAPIError, match="never deleted or renumbered")
+    with refusal, world.engine.begin() as conn:
+        conn.execute(sa.text(statement), {"code": world.alice})
+    assert dump(world.engine) == before
