@@ -8,6 +8,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
+import timebank.bank.schema  # noqa: F401  (registers the time-bank tables in the metadata)
 from timebank.schema import include_object_for, metadata
 
 config = context.config

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -44,11 +47,13 @@ def test_one_connection_serves_consecutive_operations(ledger: Ledger) -> None:
     assert _checked_out(ledger.engine) == kept
 
 
-def test_a_refusal_leaves_a_clean_connection_that_is_kept(ledger: Ledger) -> None:
+def test_after_a_refusal_the_pool_takes_the_connection_back(ledger: Ledger) -> None:
+    ledger.balance("A")
+    assert _checked_out(ledger.engine) == 1
     with pytest.raises(LimitExceededError):
         ledger.transfer("k1", debit="A", credit="B", amount_minutes=5, code="c", operator="o")
-    assert _checked_out(ledger.engine) == 1
-    # The kept connection has no transaction left open: another connection can write.
+    assert _checked_out(ledger.engine) == 0  # reset by the pool, not kept
+    # Nothing is left open: another connection can write at once.
     other = sa.create_engine(ledger.engine.url, poolclass=NullPool)
     try:
         with other.begin() as conn:
@@ -57,6 +62,97 @@ def test_a_refusal_leaves_a_clean_connection_that_is_kept(ledger: Ledger) -> Non
         other.dispose()
     ledger.transfer("k2", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
     assert ledger.balance("A").posted_minutes == 5
+
+
+def test_a_connection_the_driver_left_in_a_transaction_is_not_kept(ledger: Ledger) -> None:
+    """SQLAlchemy may believe a transaction is over when SQLite does not (a failed COMMIT):
+    such a connection must not be kept, or every later writer would be locked out."""
+    held = HeldConnections.of(ledger.engine)
+    with held.connection(write=True) as conn:
+        driver = conn.connection.driver_connection
+        driver.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        driver.execute("CREATE TABLE stray (x INTEGER)")  # type: ignore[union-attr]
+    assert _checked_out(ledger.engine) == 0
+    ledger.transfer("k1", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    assert ledger.balance("A").posted_minutes == 5
+    with ledger.engine.connect() as conn:  # the stray transaction was rolled back
+        assert "stray" not in sa.inspect(conn).get_table_names()
+
+
+def test_a_transaction_object_stops_working_after_its_block(ledger: Ledger) -> None:
+    with ledger.transaction() as tx:
+        tx.transfer("in", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    with pytest.raises(sa.exc.ResourceClosedError):
+        tx.transfer("out", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    assert ledger.balance("A").posted_minutes == 5
+    ledger.transfer("next", debit="B", credit="A", amount_minutes=1, code="c", operator="o")
+    assert ledger.balance("A").posted_minutes == 6
+
+
+def test_ledgers_on_one_engine_share_what_is_kept(file_url: str) -> None:
+    engine = make_engine(file_url, poolclass=QueuePool, pool_size=2, max_overflow=0)
+    upgrade(engine)
+    first, second = Ledger(engine), Ledger(engine)
+    first.open_account("A", "member")
+    second.balance("A")
+    assert _checked_out(engine) == HeldConnections.keep_for(engine) == 1
+    with engine.connect() as conn:  # the application still gets a connection
+        assert conn.exec_driver_sql("SELECT count(*) FROM tb_accounts").scalar_one() == 1
+    first.dispose()
+
+
+def test_a_forked_child_opens_its_own_connection(ledger: Ledger) -> None:
+    ledger.balance("A")
+    assert _checked_out(ledger.engine) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: must not reuse the parent's SQLite connection
+        code = 1
+        try:
+            held = HeldConnections.of(ledger.engine)
+            with held.connection(write=False) as conn:
+                parents = held._pid != os.getpid()
+                code = 0 if not parents and conn.exec_driver_sql("SELECT 1").scalar() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.transfer("k1", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+
+
+def test_a_lock_timeout_at_begin_is_retried(file_url: str) -> None:
+    """BEGIN IMMEDIATE that times out is a "database is locked" like any other: retried."""
+    engine = make_engine(file_url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _short_timeout(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout = 20")
+
+    upgrade(engine)
+    ledger = Ledger(engine)
+    ledger.open_account("A", "member")
+    ledger.open_account("B", "member", floor_minutes=None)
+    blocker = sa.create_engine(file_url, poolclass=NullPool)
+    locked = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with blocker.connect() as conn:
+            driver = conn.connection.driver_connection
+            driver.isolation_level = None  # type: ignore[union-attr]
+            driver.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            locked.set()
+            time.sleep(0.15)
+            driver.execute("ROLLBACK")  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=hold_the_write_lock)
+    thread.start()
+    locked.wait(5)
+    try:
+        ledger.transfer("k1", debit="B", credit="A", amount_minutes=5, code="c", operator="o")
+    finally:
+        thread.join()
+        blocker.dispose()
+    assert ledger.balance("A").posted_minutes == 5
+    ledger.dispose()
 
 
 def test_reads_do_not_take_the_write_lock(ledger: Ledger) -> None:

@@ -210,9 +210,11 @@ def unnest_insert(table: Table, columns: Sequence[str], prefix: str = "") -> str
         f"v.{name}::json" if isinstance(table.c[name].type, JSON) else f"v.{name}"
         for name in columns
     )
+    # In array order (ORDINALITY), so ids drawn from the column's sequence follow it too.
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {selected} FROM unnest({arrays}) AS v({', '.join(columns)})"
+        f"SELECT {selected} FROM unnest({arrays}) WITH ORDINALITY "
+        f"AS v({', '.join(columns)}, ord_) ORDER BY v.ord_"
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,10 +68,17 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
-        # Straight to the driver: this runs once per operation, on the hot path.
-        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "BEGIN IMMEDIATE" if write else "BEGIN"
-        )
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        driver = conn.connection.driver_connection
+        # Straight to the driver: this runs once per operation, on the hot path. SQLAlchemy
+        # does not wrap errors raised here, so a lock timeout is wrapped as its own would
+        # be, and the façade retries it like any other "database is locked".
+        try:
+            driver.execute(statement)  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as error:
+            raise exc.DBAPIError.instance(
+                statement, (), error, conn.dialect.loaded_dbapi.Error
+            ) from error
 
     engine._timebank_sqlite = True  # type: ignore[attr-defined]
 
@@ -125,6 +134,17 @@ class HeldConnections:
         self._idle: list[Connection] = []
         self._mutex = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
+
+    @classmethod
+    def of(cls, engine: Engine) -> HeldConnections:
+        """The one set of kept connections of ``engine``, shared by every ledger on it, so
+        ``keep_for``'s bound holds however many ledgers wrap the engine."""
+        with _HELD_MUTEX:
+            held = _HELD.get(engine)
+            if held is None or held._closed:
+                held = _HELD[engine] = cls(engine)
+            return held
 
     @staticmethod
     def keep_for(engine: Engine) -> int:
@@ -142,19 +162,35 @@ class HeldConnections:
 
     @contextmanager
     def connection(self, *, write: bool) -> Iterator[Connection]:
-        with self._mutex:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._engine.connect()
+        """A connection for one operation of the library's own (it never escapes)."""
+        conn = self._take()
+        ok = False
         try:
             yield conn.execution_options(**{WRITE_OPTION: write})
+            ok = True
         finally:
-            self._give_back(conn)
+            self._give_back(conn, ok)
 
-    def _give_back(self, conn: Connection) -> None:
-        clean = not (conn.closed or conn.invalidated or conn.in_transaction())
+    def _take(self) -> Connection | Any:
         with self._mutex:
-            if clean and not self._closed and len(self._idle) < self._keep:
+            if self._pid != os.getpid():
+                # A forked child must not touch its parent's SQLite connections: forget them.
+                self._idle, self._pid = [], os.getpid()
+            conn = self._idle.pop() if self._idle else None
+        return conn if conn is not None else self._engine.connect()
+
+    def _give_back(self, conn: Connection, ok: bool) -> None:
+        # Kept only after an operation that ended normally and left nothing open, by
+        # SQLAlchemy's account and the driver's: a failed COMMIT can leave SQLite inside a
+        # transaction SQLAlchemy thinks is over. After a refusal or an error, the pool takes
+        # the connection back and resets it.
+        clean = ok and not (conn.closed or conn.invalidated or conn.in_transaction())
+        if clean:
+            driver = conn.connection.driver_connection
+            clean = not getattr(driver, "in_transaction", False)
+        with self._mutex:
+            keep = clean and not self._closed and len(self._idle) < self._keep
+            if keep and self._pid == os.getpid():
                 self._idle.append(conn)
                 return
         conn.close()
@@ -166,3 +202,7 @@ class HeldConnections:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+_HELD: weakref.WeakKeyDictionary[Engine, HeldConnections] = weakref.WeakKeyDictionary()
+_HELD_MUTEX = threading.Lock()

@@ -11,16 +11,25 @@ that a plain ``except`` would expect, so callers may catch either::
     ├── NotFoundError (LookupError)
     │   ├── AccountNotFoundError
     │   ├── EntryNotFoundError
-    │   └── HoldNotFoundError
+    │   ├── HoldNotFoundError
+    │   └── BankObjectNotFoundError              programme, region, site, member, operator,
+    │                                            service (``.kind`` says which)
+    ├── PermissionDeniedError (PermissionError)  the operator may not act there
     ├── RefusedError (ValueError)                well-formed, but the ledger's state refuses it
     │   ├── AccountStateError                    account frozen / closed / not empty
     │   ├── LimitExceededError                   would pass an account's floor or ceiling
     │   ├── HoldExpiredError
+    │   ├── MemberStateError                     member frozen, deceased or closed
+    │   ├── PolicyViolationError                 the programme's policy does not allow it
+    │   ├── ServiceStateError                    e.g. confirming a rejected service
     │   └── ConflictError                        clashes with what is already recorded
     │       ├── IdempotencyConflictError         same key, other content (names the fields)
     │       ├── AlreadyReversedError
     │       ├── HoldResolvedError                a hold resolves exactly once
-    │       └── AccountExistsError               same account code, other definition
+    │       ├── AccountExistsError               same account code, other definition
+    │       ├── ExistsError                      same programme / region / site / member /
+    │       │                                    operator, other definition (names the fields)
+    │       └── OverlappingServiceError          the volunteer served elsewhere at that time
     └── StorageError (RuntimeError)
         ├── ConcurrencyError                     retries exhausted under contention
         ├── SchemaError                          schema missing or behind: names the fix
@@ -39,9 +48,11 @@ __all__ = [
     "AccountNotFoundError",
     "AccountStateError",
     "AlreadyReversedError",
+    "BankObjectNotFoundError",
     "ConcurrencyError",
     "ConflictError",
     "EntryNotFoundError",
+    "ExistsError",
     "HoldExpiredError",
     "HoldNotFoundError",
     "HoldResolvedError",
@@ -50,10 +61,15 @@ __all__ = [
     "InvalidAmountError",
     "InvalidInputError",
     "LimitExceededError",
+    "MemberStateError",
     "NotFoundError",
+    "OverlappingServiceError",
+    "PermissionDeniedError",
+    "PolicyViolationError",
     "PostingCountError",
     "RefusedError",
     "SchemaError",
+    "ServiceStateError",
     "StorageError",
     "TimebankError",
     "UnbalancedEntryError",
@@ -96,6 +112,19 @@ class EntryNotFoundError(NotFoundError):
 
 class HoldNotFoundError(NotFoundError):
     pass
+
+
+class BankObjectNotFoundError(NotFoundError):
+    """No programme, region, site, member, operator or service by that name or id."""
+
+    def __init__(self, kind: str, ref: object) -> None:
+        self.kind = kind
+        self.ref = ref
+        super().__init__(f"no {kind} {ref!r}")
+
+
+class PermissionDeniedError(TimebankError, PermissionError):
+    """The operator has no role for this act where it is done. Nothing was written."""
 
 
 class RefusedError(TimebankError, ValueError):
@@ -168,6 +197,40 @@ class AccountExistsError(ConflictError):
         self.code = code
         self.fields = tuple(fields)
         super().__init__(f"account {code!r} already exists with different {', '.join(self.fields)}")
+
+
+class MemberStateError(RefusedError):
+    """A member who is frozen, deceased or closed cannot take part."""
+
+
+class PolicyViolationError(RefusedError):
+    """The programme's policy in force does not allow it (a service too long, an unknown
+    service type...)."""
+
+
+class ServiceStateError(RefusedError):
+    """The service is not in a state that allows the act (confirming a rejected one...)."""
+
+
+class ExistsError(ConflictError):
+    """The thing exists already with another definition; ``fields`` names the differences."""
+
+    def __init__(self, kind: str, ref: object, fields: Sequence[str]) -> None:
+        self.kind = kind
+        self.ref = ref
+        self.fields = tuple(fields)
+        super().__init__(f"{kind} {ref!r} already exists with different {', '.join(self.fields)}")
+
+
+class OverlappingServiceError(ConflictError):
+    """The volunteer has another service (pending or confirmed) overlapping this one."""
+
+    def __init__(self, volunteer_id: int, other_service_id: int) -> None:
+        self.volunteer_id = volunteer_id
+        self.other_service_id = other_service_id
+        super().__init__(
+            f"member {volunteer_id} already has service {other_service_id} in that time"
+        )
 
 
 class StorageError(TimebankError, RuntimeError):

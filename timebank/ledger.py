@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from timebank import _admin, _entries, _holds, _reads, errors, migrate
 from timebank._accounts import EXTRA_LOCKS, LockMore
-from timebank._db import HeldConnections, KeyRace, is_retryable, make_engine
+from timebank._db import WRITE_OPTION, HeldConnections, KeyRace, is_retryable, make_engine
 from timebank._entries import Clock, Draft
 from timebank._minutes import as_limit, as_minutes
 from timebank.limits import (
@@ -59,6 +59,11 @@ class _Operations:
     """Every operation of the ledger, written once; subclasses say how it is run."""
 
     _clock: Clock
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that stamps ``recorded_at`` (injectable, for tests and simulations)."""
+        return self._clock
 
     def _write(self, op: Op[T]) -> T:
         raise NotImplementedError
@@ -363,7 +368,7 @@ class Ledger(_Operations):
         self._autocommit_reads = engine.dialect.name != "sqlite"
         if check_schema:
             migrate.require_current(engine)
-        self._held = HeldConnections(engine)
+        self._held = HeldConnections.of(engine)
         # A ledger dropped without dispose() still hands its kept connections back.
         weakref.finalize(self, self._held.close)
 
@@ -394,8 +399,12 @@ class Ledger(_Operations):
     def transaction(self) -> Iterator[LedgerTransaction]:
         """Several operations in one database transaction, committed at the end of the
         block and rolled back if it raises. No retries: the block is yours."""
-        with self._held.connection(write=True) as conn, conn.begin():
-            yield LedgerTransaction(conn, clock=self._clock)
+        # A fresh connection, closed with the block: the transaction object must stop
+        # working once its block is over (a kept connection would let it write on).
+        with self.engine.connect() as raw:
+            conn = raw.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield LedgerTransaction(conn, clock=self._clock)
 
     def bind(self, target: Connection | Session) -> LedgerTransaction:
         """Operations inside a transaction the caller owns (a Connection or an ORM Session);
@@ -406,7 +415,9 @@ class Ledger(_Operations):
     def _write(self, op: Op[T]) -> T:
         check_replays = False
         extra: frozenset[str] = frozenset()
-        for attempt in range(ATTEMPTS_MAX):
+        # One attempt more than the contention budget: a refusal on a pass that did not
+        # look keys up first is re-checked once as a possible replay (see _entries).
+        for attempt in range(ATTEMPTS_MAX + 1):
             token = EXTRA_LOCKS.set(extra)
             try:
                 with self._held.connection(write=True) as conn, conn.begin():
@@ -454,7 +465,7 @@ class LedgerTransaction(_Operations):
     def _write(self, op: Op[T]) -> T:
         check_replays = False
         extra: frozenset[str] = frozenset()
-        for _attempt in range(3):
+        for _attempt in range(ATTEMPTS_MAX + 1):
             token = EXTRA_LOCKS.set(extra)
             try:
                 with self.connection.begin_nested():

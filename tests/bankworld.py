@@ -1,0 +1,146 @@
+"""A small time bank for the tests: a programme in Langfang with its regions, two stations,
+an institution, operators of every role and a few members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.clocks import Clock
+from tests.dbdump import dump
+from timebank import Ledger, TimebankError
+from timebank.bank import Policy, ServiceType, TimeBank
+
+E = TypeVar("E", bound=TimebankError)
+
+PROGRAMME = "langfang"
+SECRET = b"test-secret-of-langfang"
+POLICY = Policy(
+    service_types={
+        "body_care": ServiceType(name="Body care", weight_permille=2000),
+        "shopping": ServiceType(name="Shopping", weight_permille=1000),
+        "chat": ServiceType(name="Keeping company", weight_permille=1500),
+    },
+    confirmations_required=1,
+    auto_confirm_after_minutes=24 * 60,
+    service_minutes_max=8 * 60,
+)
+
+
+@dataclass
+class World:
+    bank: TimeBank
+    clock: Clock
+    members: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        return self.bank.ledger.engine
+
+    def register(self, name: str, *, born: date = date(1960, 5, 1), **kw: object) -> int:
+        view = self.bank.register_member(
+            PROGRAMME,
+            identity=f"ID-{name}",
+            display_name=name.title(),
+            birth_date=born,
+            home_site=str(kw.pop("home_site", "xinyuan-sw")),
+            operator=str(kw.pop("operator", "rec-sw")),
+            **kw,  # type: ignore[arg-type]
+        )
+        self.members[name] = view.id
+        return view.id
+
+    def serve(
+        self,
+        key: str,
+        volunteer: str,
+        recipient: str,
+        *,
+        minutes: int = 60,
+        ago: timedelta = timedelta(hours=2),
+        service_type: str = "shopping",
+        site: str = "xinyuan-sw",
+        operator: str = "rec-sw",
+    ) -> int:
+        start = self.clock.now - ago
+        return self.bank.record_service(
+            key,
+            programme=PROGRAMME,
+            volunteer_id=self.members[volunteer],
+            recipient_ids=[self.members[recipient]],
+            site=site,
+            service_type=service_type,
+            started_at=start,
+            ended_at=start + timedelta(minutes=minutes),
+            operator=operator,
+        ).id
+
+    def balance(self, name: str) -> int:
+        return self.bank.member(self.members[name]).balance_minutes
+
+
+def build(url: str, clock: Clock) -> World:
+    ledger = Ledger.open(url, clock=clock)
+    bank = TimeBank(ledger, identity_secrets={PROGRAMME: SECRET})
+    bank.create_programme(
+        PROGRAMME,
+        "Langfang time bank",
+        policy=POLICY,
+        root_region="hebei",
+        root_region_name="Hebei",
+        administrator="admin",
+        administrator_name="Provincial administrator",
+    )
+    bank.add_region(PROGRAMME, "langfang-city", "Langfang", level="city", parent="hebei",
+                    operator="admin")
+    bank.add_region(PROGRAMME, "guangyang", "Guangyang", level="county",
+                    parent="langfang-city", operator="admin")
+    bank.add_region(PROGRAMME, "xinyuan", "Xinyuan street", level="township",
+                    parent="guangyang", operator="admin")
+    bank.add_region(PROGRAMME, "anci", "Anci", level="county", parent="langfang-city",
+                    operator="admin")
+    bank.add_site(PROGRAMME, "xinyuan-sw", "Xinyuan social-work station",
+                  kind="social_work_station", region="xinyuan", operator="admin")
+    bank.add_site(PROGRAMME, "xinyuan-vol", "Xinyuan volunteer station",
+                  kind="volunteer_station", region="xinyuan", operator="admin")
+    bank.add_site(PROGRAMME, "anci-sw", "Anci social-work station",
+                  kind="social_work_station", region="anci", operator="admin")
+    bank.add_site(PROGRAMME, "sunrise", "Sunrise care home", kind="institution",
+                  region="guangyang", operator="admin")
+    bank.add_operator(PROGRAMME, "gy-admin", "Guangyang administrator",
+                      roles=["administrator"], region="guangyang", by="admin")
+    bank.add_operator(PROGRAMME, "rec-sw", "Recorder", roles=["recorder"], site="xinyuan-sw",
+                      by="gy-admin")
+    bank.add_operator(PROGRAMME, "conf-sw", "Confirmer", roles=["confirmer"],
+                      site="xinyuan-sw", by="gy-admin")
+    bank.add_operator(PROGRAMME, "rec-vol", "Recorder", roles=["recorder", "confirmer"],
+                      site="xinyuan-vol", by="gy-admin")
+    bank.add_operator(PROGRAMME, "rec-anci", "Recorder", roles=["recorder", "confirmer"],
+                      site="anci-sw", by="admin")
+    bank.add_operator(PROGRAMME, "sunrise-op", "Redeemer", roles=["redeemer"], site="sunrise",
+                      by="gy-admin")
+    bank.add_operator(PROGRAMME, "audit", "Auditor", roles=["auditor", "recorder"],
+                      region="guangyang", by="admin")
+    world = World(bank, clock)
+    for name in ("wang", "li", "zhao"):
+        world.register(name)
+    world.register("grandma", born=date(1938, 3, 3), acts_as="recipient")
+    return world
+
+
+def refused(world: World, cls: type[E], act: Callable[[], object], match: str | None = None) -> E:
+    """``act`` must raise ``cls`` and leave every table exactly as it was."""
+    before = dump(world.engine)
+    with pytest.raises(cls, match=match) as caught:
+        act()
+    assert dump(world.engine) == before
+    return caught.value
+
+
+def at(world: World, **delta: float) -> datetime:
+    return world.clock.now + timedelta(**delta)

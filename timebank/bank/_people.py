@@ -1,0 +1,197 @@
+"""Members: registration under a keyed hash of their identity, personal data kept apart,
+relations, and status (a frozen or deceased member moves no minutes)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from timebank import errors
+from timebank.bank._ctx import Act, account_code, differences, one, programme_row
+from timebank.bank._org import authorize, site_row
+from timebank.bank.limits import IDENTITY_LENGTH_MAX
+from timebank.bank.models import INVERSE_RELATION
+from timebank.bank.schema import members, personal, relations, sites
+from timebank.models import AccountSpec
+
+
+def identity_hash(secret: bytes, identity: str) -> str:
+    """HMAC-SHA256 of the normalised identity (NFKC, no surrounding spaces, upper case, as
+    an ID number's check letter 'x' and 'X' are the same), keyed by the programme's secret.
+    Without the secret the hash names nobody; with it, the same person is found again."""
+    normal = unicodedata.normalize("NFKC", identity).strip().upper()
+    if not normal or len(normal) > IDENTITY_LENGTH_MAX:
+        raise errors.InvalidInputError(f"an identity has 1 to {IDENTITY_LENGTH_MAX} characters")
+    return hmac.new(secret, normal.encode(), hashlib.sha256).hexdigest()
+
+
+def member_account_code(programme_code: str, hashed: str) -> str:
+    # Keyed hash, so the code reveals nothing; 20 hex digits (80 bits) keep codes short.
+    return f"{programme_code}:member:{hashed[:20]}"
+
+
+def member_row(conn: Connection, member_id: int, *, lock: bool = False) -> Row[Any]:
+    query = select(members).where(members.c.id == member_id)
+    if lock:
+        query = query.with_for_update()
+    return one(conn, query, "member", member_id)
+
+
+def register(
+    act: Act,
+    programme_code: str,
+    hashed: str,
+    data: dict[str, Any],
+    operator: str,
+) -> int:
+    """Register a member (or find the same registration again); returns the member id."""
+    programme = programme_row(act.conn, programme_code)
+    home = site_row(act.conn, programme.id, data["home_site"])
+    if home.kind == "institution":
+        raise errors.InvalidInputError("a member's home is a station, not an institution")
+    authorize(act.conn, programme.id, operator, "recorder", site=home)
+    existing = act.conn.execute(
+        select(members, personal)
+        .join(personal, personal.c.member_id == members.c.id)
+        .where(members.c.programme_id == programme.id, members.c.identity_hash == hashed)
+    ).first()
+    wanted = {
+        "kind": data["kind"],
+        "acts_as": data["acts_as"],
+        "home_site_id": home.id,
+        "display_name": data["display_name"],
+        "birth_date": data["birth_date"],
+        "phone": data["phone"],
+    }
+    if existing is not None:
+        fields = differences(dict(existing._mapping), wanted)
+        if fields:
+            raise errors.ExistsError("member", existing.id, fields)
+        return int(existing.id)
+    code = member_account_code(programme_code, hashed)
+    act.tx.open_accounts([AccountSpec(code=code, type="member", floor_minutes=0)])
+    member_id: int = act.conn.execute(
+        insert(members)
+        .values(
+            programme_id=programme.id,
+            identity_hash=hashed,
+            kind=data["kind"],
+            acts_as=data["acts_as"],
+            home_site_id=home.id,
+            account_id=act.tx.account(code).id,
+            status="active",
+            status_reason="",
+            registered_at=act.now,
+            registered_by=operator,
+        )
+        .returning(members.c.id)
+    ).scalar_one()
+    act.conn.execute(
+        insert(personal).values(
+            member_id=member_id,
+            display_name=data["display_name"],
+            birth_date=data["birth_date"],
+            phone=data["phone"],
+        )
+    )
+    return member_id
+
+
+def home_site(conn: Connection, member: Row[Any]) -> Row[Any]:
+    return conn.execute(select(sites).where(sites.c.id == member.home_site_id)).one()
+
+
+def relate(act: Act, member_id: int, other_id: int, kind: str, operator: str) -> None:
+    """``member`` is the ``kind`` of ``other``; the inverse row is written too."""
+    if member_id == other_id:
+        raise errors.InvalidInputError("a member is not their own relative")
+    member = member_row(act.conn, member_id)
+    other = member_row(act.conn, other_id)
+    if member.programme_id != other.programme_id:
+        raise errors.BankObjectNotFoundError("member", other_id)
+    authorize(act.conn, member.programme_id, operator, "recorder", site=home_site(act.conn, member))
+    stored = act.conn.execute(
+        select(relations.c.kind).where(
+            relations.c.member_id == member_id, relations.c.other_id == other_id
+        )
+    ).scalar()
+    if stored is not None:
+        if stored != kind:
+            raise errors.ExistsError("relation", (member_id, other_id), ["kind"])
+        return
+    act.conn.execute(
+        insert(relations),
+        [
+            {"member_id": member_id, "other_id": other_id, "kind": kind},
+            {"member_id": other_id, "other_id": member_id, "kind": INVERSE_RELATION[kind]},
+        ],
+    )
+
+
+#: Which status may follow which. Closed is final; a deceased member is only closed.
+TRANSITIONS = {
+    "active": {"frozen", "deceased", "closed"},
+    "frozen": {"active", "deceased", "closed"},
+    "deceased": {"closed"},
+    "closed": set(),
+}
+
+
+def set_status(act: Act, member_id: int, status: str, reason: str, operator: str) -> None:
+    """Freeze, unfreeze, mark deceased or close a member (administrators of a region at or
+    above the member's home). The member's ledger account follows: frozen while the member
+    is frozen or deceased, closed with the member (it must be empty)."""
+    member = member_row(act.conn, member_id, lock=True)
+    authorize(
+        act.conn,
+        member.programme_id,
+        operator,
+        "administrator",
+        site=home_site(act.conn, member),
+        region_admin=True,
+    )
+    if member.status == status:
+        if member.status_reason != reason:
+            raise errors.ExistsError("member status", member_id, ["reason"])
+        return
+    if status not in TRANSITIONS[member.status]:
+        raise errors.MemberStateError(
+            f"member {member_id} is {member.status}: it cannot become {status}"
+        )
+    account = act.tx.account(account_code(act.conn, member.account_id))
+    if status == "closed":
+        act.tx.close(account.code, reason=reason)
+    elif status in ("frozen", "deceased") and account.status == "open":
+        act.tx.freeze(account.code, reason=reason)
+    elif status == "active":
+        act.tx.unfreeze(account.code, reason=reason)
+    act.conn.execute(
+        update(members).where(members.c.id == member_id).values(status=status, status_reason=reason)
+    )
+
+
+def require_active(conn: Connection, member_ids: list[int], programme_id: int) -> None:
+    rows = conn.execute(
+        select(members.c.id, members.c.status, members.c.programme_id).where(
+            members.c.id.in_(member_ids)
+        )
+    ).all()
+    found = {row.id: row for row in rows}
+    for member_id in member_ids:
+        row = found.get(member_id)
+        if row is None or row.programme_id != programme_id:
+            raise errors.BankObjectNotFoundError("member", member_id)
+        if row.status != "active":
+            raise errors.MemberStateError(f"member {member_id} is {row.status}")
+
+
+def birth_date_of(conn: Connection, member_id: int) -> date:
+    born: date = conn.execute(
+        select(personal.c.birth_date).where(personal.c.member_id == member_id)
+    ).scalar_one()
+    return born

@@ -1,0 +1,394 @@
+"""Services: recorded pending, confirmed (which posts the deposit and creates its lot),
+rejected, confirmed automatically when due, or reversed by an administrator."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from timebank import errors
+from timebank.bank import _lots
+from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._org import Actor, actor, authorize, policy_at, site_row
+from timebank.bank._people import member_row, require_active
+from timebank.bank.limits import RECIPIENTS_PER_SERVICE_MAX, SERVICES_PER_SWEEP_MAX
+from timebank.bank.models import Policy, ServiceView, credited_minutes
+from timebank.bank.schema import (
+    confirmations,
+    lots,
+    members,
+    programmes,
+    regions,
+    service_recipients,
+    services,
+    sites,
+)
+
+_COMPARED = (
+    "volunteer_id",
+    "site_id",
+    "service_type",
+    "started_at",
+    "ended_at",
+    "rating",
+    "note",
+)
+
+
+def record(act: Act, programme_code: str, key: str, data: dict[str, Any], operator: str) -> int:
+    """Record a pending service; the same key and content again is a replay."""
+    programme = programme_row(act.conn, programme_code)
+    site = site_row(act.conn, programme.id, data["site"])
+    authorize(act.conn, programme.id, operator, "recorder", site=site)
+    wanted = {**{k: data[k] for k in _COMPARED if k in data}, "site_id": site.id}
+    recipients = sorted(set(data["recipient_ids"]))
+    replay = _replay(act.conn, key, programme.id, wanted, recipients)
+    if replay is not None:
+        return replay
+    _check_shape(act, data, recipients, site)
+    version, policy = policy_at(act.conn, programme.id, data["started_at"])
+    kind = policy.service_types.get(data["service_type"])
+    if kind is None:
+        raise errors.PolicyViolationError(
+            f"service type {data['service_type']!r} is not in the catalogue of policy "
+            f"version {version}"
+        )
+    raw = int((data["ended_at"] - data["started_at"]) / timedelta(minutes=1))
+    if raw > policy.service_minutes_max:
+        raise errors.PolicyViolationError(
+            f"a service of {raw} minutes is longer than the {policy.service_minutes_max} "
+            "the policy allows"
+        )
+    credited = credited_minutes(raw, kind.weight_permille)
+    if credited < 1:
+        raise errors.PolicyViolationError(f"{raw} minutes of {data['service_type']} credit nothing")
+    volunteer = member_row(act.conn, data["volunteer_id"], lock=True)
+    _check_people(act.conn, volunteer, recipients, programme.id)
+    _check_overlap(act.conn, volunteer.id, data["started_at"], data["ended_at"])
+    service_id: int = act.conn.execute(
+        insert(services)
+        .values(
+            programme_id=programme.id,
+            idempotency_key=key,
+            **wanted,
+            raw_minutes=raw,
+            weight_permille=kind.weight_permille,
+            credited_minutes=credited,
+            policy_version=version,
+            status="pending",
+            reason="",
+            recorded_by=operator,
+            recorded_at=act.now,
+        )
+        .returning(services.c.id)
+    ).scalar_one()
+    act.conn.execute(
+        insert(service_recipients), [{"service_id": service_id, "member_id": m} for m in recipients]
+    )
+    return service_id
+
+
+def _replay(
+    conn: Connection, key: str, programme_id: int, wanted: dict[str, Any], recipients: list[int]
+) -> int | None:
+    row = conn.execute(select(services).where(services.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    fields = [name for name, value in wanted.items() if getattr(row, name) != value]
+    if row.programme_id != programme_id:
+        fields.append("programme")
+    if _recipients(conn, row.id) != tuple(recipients):
+        fields.append("recipient_ids")
+    if fields:
+        raise errors.IdempotencyConflictError(key, fields)
+    return int(row.id)
+
+
+def _check_shape(act: Act, data: dict[str, Any], recipients: list[int], site: Row[Any]) -> None:
+    if site.kind == "institution":
+        raise errors.InvalidInputError(
+            f"{site.code!r} is an institution: services are recorded at stations"
+        )
+    if data["ended_at"] <= data["started_at"]:
+        raise errors.InvalidInputError("a service ends after it starts")
+    if data["started_at"] > act.now:
+        raise errors.InvalidInputError("a service cannot start in the future")
+    if data["ended_at"] > act.now:
+        raise errors.InvalidInputError("a service is recorded once it has ended")
+    if not 1 <= len(recipients) <= RECIPIENTS_PER_SERVICE_MAX:
+        raise errors.InvalidInputError(
+            f"a service has 1 to {RECIPIENTS_PER_SERVICE_MAX} distinct recipients"
+        )
+    if data["volunteer_id"] in recipients:
+        raise errors.InvalidInputError("a volunteer cannot serve themselves")
+
+
+def _check_people(
+    conn: Connection, volunteer: Row[Any], recipients: list[int], programme_id: int
+) -> None:
+    require_active(conn, [volunteer.id, *recipients], programme_id)
+    if volunteer.acts_as == "recipient":
+        raise errors.MemberStateError(f"member {volunteer.id} is registered as a recipient only")
+    rows = conn.execute(select(members.c.id, members.c.acts_as).where(members.c.id.in_(recipients)))
+    for row in rows:
+        if row.acts_as == "volunteer":
+            raise errors.MemberStateError(f"member {row.id} is registered as a volunteer only")
+
+
+def _check_overlap(conn: Connection, volunteer_id: int, start: datetime, end: datetime) -> None:
+    """Under the volunteer's row lock, so two overlapping records cannot both pass."""
+    other = conn.execute(
+        select(services.c.id)
+        .where(
+            services.c.volunteer_id == volunteer_id,
+            services.c.status.in_(("pending", "confirmed")),
+            services.c.started_at < end,
+            services.c.ended_at > start,
+        )
+        .limit(1)
+    ).scalar()
+    if other is not None:
+        raise errors.OverlappingServiceError(volunteer_id, other)
+
+
+def _recipients(conn: Connection, service_id: int) -> tuple[int, ...]:
+    found = conn.execute(
+        select(service_recipients.c.member_id)
+        .where(service_recipients.c.service_id == service_id)
+        .order_by(service_recipients.c.member_id)
+    ).scalars()
+    return tuple(found)
+
+
+def service_row(conn: Connection, service_id: int, *, lock: bool = False) -> Row[Any]:
+    query = select(services).where(services.c.id == service_id)
+    if lock:
+        query = query.with_for_update()
+    return one(conn, query, "service", service_id)
+
+
+# --- confirmation --------------------------------------------------------------------------
+
+
+def confirm(act: Act, service_id: int, operator: str, recipient_id: int | None) -> None:
+    """One party confirms: the recipient's side (``recipient_id``, entered by a recorder of
+    the station) or a confirmer of the station. Confirming twice is a replay."""
+    service = service_row(act.conn, service_id, lock=True)
+    site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
+    if recipient_id is None:
+        authorize(act.conn, service.programme_id, operator, "confirmer", site=site)
+        party = "operator"
+    else:
+        authorize(act.conn, service.programme_id, operator, "recorder", site=site)
+        if recipient_id not in _recipients(act.conn, service_id):
+            raise errors.InvalidInputError(
+                f"member {recipient_id} is not a recipient of service {service_id}"
+            )
+        party = "recipient"
+    done = act.conn.execute(
+        select(confirmations.c.party).where(confirmations.c.service_id == service_id)
+    ).scalars()
+    if party in set(done) or service.status == "confirmed":
+        return  # nothing to add: a replay, or a confirmation after the deposit was posted
+    if service.status != "pending":
+        raise errors.ServiceStateError(f"service {service_id} is {service.status}")
+    by = operator if recipient_id is None else f"member:{recipient_id}"
+    _add_confirmation(act, service, party, by)
+
+
+def _add_confirmation(act: Act, service: Row[Any], party: str, by: str) -> None:
+    act.conn.execute(
+        insert(confirmations).values(
+            service_id=service.id, party=party, confirmed_by=by, confirmed_at=act.now
+        )
+    )
+    parties = set(
+        act.conn.execute(
+            select(confirmations.c.party).where(confirmations.c.service_id == service.id)
+        ).scalars()
+    )
+    _version, policy = policy_at(act.conn, service.programme_id, service.started_at)
+    if "automatic" in parties or len(parties) >= policy.confirmations_required:
+        _deposit(act, service, by, policy)
+
+
+def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None:
+    volunteer = member_row(act.conn, service.volunteer_id)
+    if volunteer.status != "active":
+        raise errors.MemberStateError(f"member {volunteer.id} is {volunteer.status}")
+    site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
+    entry = act.tx.transfer(
+        f"service-{service.id}-deposit",
+        debit=account_code(act.conn, site.issued_account_id),
+        credit=account_code(act.conn, volunteer.account_id),
+        amount_minutes=service.credited_minutes,
+        code="deposit",
+        operator=operator[:64],
+        occurred_at=service.ended_at,
+        memo=f"service {service.id}: {service.service_type}",
+        metadata={
+            "service_id": service.id,
+            "service_type": service.service_type,
+            "raw_minutes": service.raw_minutes,
+            "weight_permille": service.weight_permille,
+            "credited_minutes": service.credited_minutes,
+        },
+    )
+    _lots.create(
+        act.conn,
+        member_id=volunteer.id,
+        minutes=service.credited_minutes,
+        origin_site_id=site.id,
+        earned_on=policy.local_date(service.ended_at),
+        expiry_days=policy.lot_expiry_days,
+        source_entry_id=entry.id,
+    )
+    act.conn.execute(
+        update(services)
+        .where(services.c.id == service.id)
+        .values(status="confirmed", deposit_entry_id=entry.id, decided_at=act.now)
+    )
+
+
+def reject(act: Act, service_id: int, reason: str, operator: str) -> None:
+    service = service_row(act.conn, service_id, lock=True)
+    site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
+    authorize(act.conn, service.programme_id, operator, "confirmer", site=site)
+    if service.status == "rejected" and service.reason == reason:
+        return
+    if service.status != "pending":
+        raise errors.ServiceStateError(f"service {service_id} is {service.status}")
+    act.conn.execute(
+        update(services)
+        .where(services.c.id == service_id)
+        .values(status="rejected", reason=reason, decided_at=act.now)
+    )
+
+
+def confirm_due(act: Act, programme_code: str, as_of: datetime, operator: str) -> int:
+    """Confirm the pending services, in the operator's scope, whose policy's delay has passed
+    by ``as_of``. At most ``SERVICES_PER_SWEEP_MAX`` per call; returns how many."""
+    if as_of > act.now:
+        raise errors.InvalidInputError("confirm_due looks back, not ahead: as_of is in the future")
+    programme = programme_row(act.conn, programme_code)
+    who = actor(act.conn, programme.id, operator)
+    if "auditor" in who.roles or not who.roles & {"confirmer", "administrator"}:
+        raise errors.PermissionDeniedError(f"operator {operator!r} may not confirm services")
+    confirmed = 0
+    for service in _due_candidates(act.conn, programme.id, as_of, who):
+        _version, policy = policy_at(act.conn, programme.id, service.started_at)
+        delay = policy.auto_confirm_after_minutes
+        if delay is None or service.ended_at + timedelta(minutes=delay) > as_of:
+            continue
+        locked = service_row(act.conn, service.id, lock=True)
+        if locked.status != "pending":
+            continue
+        volunteer = member_row(act.conn, locked.volunteer_id)
+        if volunteer.status != "active":
+            continue  # stays pending until the member is active again
+        _add_confirmation(act, locked, "automatic", operator)
+        confirmed += 1
+        if confirmed == SERVICES_PER_SWEEP_MAX:
+            break
+    return confirmed
+
+
+def _due_candidates(
+    conn: Connection, programme_id: int, as_of: datetime, who: Actor
+) -> list[Row[Any]]:
+    query = (
+        select(services.c.id, services.c.started_at, services.c.ended_at)
+        .join(sites, sites.c.id == services.c.site_id)
+        .join(regions, regions.c.id == sites.c.region_id)
+        .where(
+            services.c.programme_id == programme_id,
+            services.c.status == "pending",
+            services.c.ended_at <= as_of,
+        )
+        .order_by(services.c.ended_at, services.c.id)
+        .limit(SERVICES_PER_SWEEP_MAX * 4)
+    )
+    if who.region_path is not None:
+        query = query.where(regions.c.path.startswith(who.region_path))
+    else:
+        query = query.where(sites.c.id == who.site_id)
+    return list(conn.execute(query))
+
+
+# --- reversal ------------------------------------------------------------------------------
+
+
+def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
+    """Take a confirmed service's minutes back (an administrator's correction): the deposit
+    is reversed, and the minutes leave the service's own lot first, then first in, first out.
+    Refused, changing nothing, if the volunteer has spent them."""
+    service = service_row(act.conn, service_id, lock=True)
+    site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
+    authorize(
+        act.conn, service.programme_id, operator, "administrator", site=site, region_admin=True
+    )
+    if service.status == "reversed":
+        return
+    if service.status != "confirmed":
+        raise errors.ServiceStateError(
+            f"service {service_id} is {service.status}: nothing to reverse"
+        )
+    entry = act.tx.reverse(
+        service.deposit_entry_id,
+        idempotency_key=f"service-{service.id}-reversal",
+        operator=operator,
+        reason=reason,
+    )
+    own_lot = act.conn.execute(
+        select(lots.c.id).where(lots.c.source_entry_id == service.deposit_entry_id)
+    ).scalar()
+    _lots.consume(act.conn, service.volunteer_id, service.credited_minutes, first_lot_id=own_lot)
+    act.conn.execute(
+        update(services)
+        .where(services.c.id == service_id)
+        .values(status="reversed", reason=reason, reversal_entry_id=entry.id, decided_at=act.now)
+    )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def view(conn: Connection, service_id: int) -> ServiceView:
+    row = service_row(conn, service_id)
+    site_code = conn.execute(select(sites.c.code).where(sites.c.id == row.site_id)).scalar_one()
+    programme = conn.execute(
+        select(sites.c.programme_id).where(sites.c.id == row.site_id)
+    ).scalar_one()
+    programme_code = conn.execute(
+        select(programmes.c.code).where(programmes.c.id == programme)
+    ).scalar_one()
+    by = conn.execute(
+        select(confirmations.c.confirmed_by)
+        .where(confirmations.c.service_id == service_id)
+        .order_by(confirmations.c.confirmed_at, confirmations.c.party)
+    ).scalars()
+    return ServiceView(
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        programme=programme_code,
+        volunteer_id=row.volunteer_id,
+        recipient_ids=_recipients(conn, service_id),
+        site=site_code,
+        service_type=row.service_type,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        raw_minutes=row.raw_minutes,
+        weight_permille=row.weight_permille,
+        credited_minutes=row.credited_minutes,
+        policy_version=row.policy_version,
+        rating=row.rating,
+        note=row.note,
+        status=row.status,
+        reason=row.reason,
+        recorded_by=row.recorded_by,
+        confirmed_by=tuple(by),
+        deposit_entry_id=row.deposit_entry_id,
+        reversal_entry_id=row.reversal_entry_id,
+    )

@@ -1,0 +1,552 @@
+"""The time bank: the API station software calls. Each method is one business act in one
+database transaction, built from entries of the ledger core; a refusal changes nothing."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, select
+from sqlalchemy import exc as sa_exc
+
+from timebank import errors
+from timebank._db import is_retryable
+from timebank.bank import _lots, _org, _people, _services
+from timebank.bank._ctx import Act, account_code, programme_row
+from timebank.bank.limits import NAME_LENGTH_MAX, NOTE_LENGTH_MAX, PHONE_LENGTH_MAX
+from timebank.bank.models import (
+    ActsAs,
+    LotView,
+    MemberKind,
+    MemberStatus,
+    MemberView,
+    OperatorView,
+    PersonalData,
+    Policy,
+    PolicyView,
+    ProgrammeView,
+    RegionLevel,
+    RegionView,
+    RelationKind,
+    Role,
+    ServiceView,
+    SiteKind,
+    SiteView,
+    require,
+)
+from timebank.bank.schema import (
+    lots,
+    members,
+    operator_roles,
+    operators,
+    personal,
+    policies,
+    programmes,
+    regions,
+    relations,
+    sites,
+)
+from timebank.ledger import Ledger, LedgerTransaction
+from timebank.limits import ATTEMPTS_MAX, KEY_LENGTH_MAX, MEMO_LENGTH_MAX, OPERATOR_LENGTH_MAX
+
+T = TypeVar("T")
+
+
+class TimeBank:
+    """Programmes, members, operators and services on a :class:`~timebank.Ledger`.
+
+    ``identity_secrets`` maps each programme code to the secret that keys the hashes of its
+    members' identities (for example national ID numbers): the library never stores an
+    identity, only ``HMAC-SHA256(secret, identity)``. Keep the secret out of the database.
+    """
+
+    def __init__(self, ledger: Ledger, *, identity_secrets: Mapping[str, bytes]) -> None:
+        self.ledger = ledger
+        self._secrets = dict(identity_secrets)
+
+    @classmethod
+    def open(
+        cls, url: str, *, identity_secrets: Mapping[str, bytes], **ledger_kwargs: Any
+    ) -> TimeBank:
+        return cls(Ledger.open(url, **ledger_kwargs), identity_secrets=identity_secrets)
+
+    def dispose(self) -> None:
+        self.ledger.dispose()
+
+    def __enter__(self) -> TimeBank:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
+    # --- the unit of work -------------------------------------------------------------
+
+    def _act(self, fn: Callable[[Act], T]) -> T:
+        """Run one business act in one transaction, retried a bounded number of times when
+        the database reports contention or a concurrent writer claimed the same key first
+        (the next attempt then finds it, and answers the replay)."""
+        for attempt in range(ATTEMPTS_MAX):
+            try:
+                with self.ledger.transaction() as tx:
+                    return fn(Act(tx, self.ledger.clock()))
+            except errors.ConcurrencyError:
+                pass
+            except sa_exc.IntegrityError as exc:
+                if not _unique_race(exc):
+                    raise errors.IntegrityViolationError(
+                        f"the database refused the write: {exc.orig}"
+                    ) from exc
+            except sa_exc.DBAPIError as exc:
+                if not is_retryable(exc):
+                    raise errors.StorageError(f"database error: {exc.orig}") from exc
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise errors.ConcurrencyError(f"gave up after {ATTEMPTS_MAX} attempts; retry later")
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        # One snapshot for the several statements of a view.
+        return self.ledger._read(fn, snapshot=True)
+
+    # --- programmes, policy, regions, sites, operators ----------------------------------
+
+    def create_programme(
+        self,
+        code: str,
+        name: str,
+        *,
+        policy: Policy,
+        root_region: str,
+        root_region_name: str,
+        root_level: RegionLevel = "province",
+        administrator: str,
+        administrator_name: str,
+    ) -> ProgrammeView:
+        """A programme with its root region, its first policy (in force from the beginning)
+        and its first administrator, who acts for the whole programme. Creating it again
+        with the same definition returns it; another definition raises ExistsError."""
+        _text(code=code, name=name, root_region=root_region, administrator=administrator)
+        root = {"code": root_region, "name": root_region_name, "level": root_level}
+        admin = {"code": administrator, "name": administrator_name}
+        self._act(lambda act: _org.create_programme(act, code, name, policy, root, admin))
+        return self.programme(code)
+
+    def set_policy(
+        self, programme: str, policy: Policy, *, effective_from: datetime, operator: str
+    ) -> PolicyView:
+        """A new policy version from ``effective_from`` (now or later; history keeps its
+        rules). Administrators of the programme's root region only."""
+        return self._act(
+            lambda act: _org.set_policy(act, programme, policy, effective_from, operator)
+        )
+
+    def add_region(
+        self,
+        programme: str,
+        code: str,
+        name: str,
+        *,
+        level: RegionLevel,
+        parent: str,
+        operator: str,
+    ) -> RegionView:
+        _text(code=code, name=name)
+        spec = {"code": code, "name": name, "level": level}
+        self._act(lambda act: _org.add_region(act, programme, spec, parent, operator))
+        return self.region(programme, code)
+
+    def add_site(
+        self, programme: str, code: str, name: str, *, kind: SiteKind, region: str, operator: str
+    ) -> SiteView:
+        """A station or an institution in ``region``; its ledger accounts open with it."""
+        _text(code=code, name=name)
+        self._act(lambda act: _org.add_site(act, programme, code, name, kind, region, operator))
+        return self.site(programme, code)
+
+    def add_operator(
+        self,
+        programme: str,
+        code: str,
+        name: str,
+        *,
+        roles: Iterable[Role],
+        site: str | None = None,
+        region: str | None = None,
+        by: str,
+    ) -> OperatorView:
+        """Staff of one ``site`` or one ``region``, added by an administrator above it."""
+        _text(code=code, name=name)
+        chosen = tuple(sorted(set(roles)))
+        require(bool(chosen), "an operator has at least one role")
+        spec = {"code": code, "name": name}
+        self._act(
+            lambda act: _org.add_operator(
+                act, programme, spec, chosen, site_code=site, region_code=region, by=by
+            )
+        )
+        return self.operator(programme, code)
+
+    # --- members -----------------------------------------------------------------------
+
+    def register_member(
+        self,
+        programme: str,
+        *,
+        identity: str,
+        display_name: str,
+        birth_date: date,
+        home_site: str,
+        operator: str,
+        kind: MemberKind = "person",
+        acts_as: ActsAs = "both",
+        phone: str | None = None,
+    ) -> MemberView:
+        """Register a person or a volunteer group. ``identity`` (a national ID number, a
+        group's registration number) is stored only as a keyed hash. Registering the same
+        identity again with the same data returns the member; other data raises ExistsError."""
+        require(0 < len(display_name) <= NAME_LENGTH_MAX, "display_name: 1 to 120 characters")
+        require(phone is None or len(phone) <= PHONE_LENGTH_MAX, "phone: at most 32 characters")
+        require(type(birth_date) is date, "birth_date is a date")
+        hashed = _people.identity_hash(self._secret(programme), identity)
+        data = {
+            "kind": kind,
+            "acts_as": acts_as,
+            "home_site": home_site,
+            "display_name": display_name,
+            "birth_date": birth_date,
+            "phone": phone,
+        }
+        member_id = self._act(lambda act: _people.register(act, programme, hashed, data, operator))
+        return self.member(member_id)
+
+    def find_member(self, programme: str, *, identity: str) -> MemberView:
+        hashed = _people.identity_hash(self._secret(programme), identity)
+
+        def find(conn: Connection) -> int:
+            programme_id = programme_row(conn, programme).id
+            found = conn.execute(
+                select(members.c.id).where(
+                    members.c.programme_id == programme_id, members.c.identity_hash == hashed
+                )
+            ).scalar()
+            if found is None:
+                raise errors.BankObjectNotFoundError("member", "with that identity")
+            return int(found)
+
+        return self.member(self._read(find))
+
+    def relate(self, member_id: int, other_id: int, kind: RelationKind, *, operator: str) -> None:
+        """Record that ``member_id`` is the ``kind`` of ``other_id`` (and the inverse)."""
+        self._act(lambda act: _people.relate(act, member_id, other_id, kind, operator))
+
+    def set_member_status(
+        self, member_id: int, status: MemberStatus, *, reason: str, operator: str
+    ) -> MemberView:
+        """Freeze (nothing moves), unfreeze, mark deceased or close (empty accounts only)."""
+        require(len(reason) <= MEMO_LENGTH_MAX, "reason: at most 500 characters")
+        self._act(lambda act: _people.set_status(act, member_id, status, reason, operator))
+        return self.member(member_id)
+
+    # --- services ------------------------------------------------------------------------
+
+    def record_service(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        volunteer_id: int,
+        recipient_ids: Sequence[int],
+        site: str,
+        service_type: str,
+        started_at: datetime,
+        ended_at: datetime,
+        operator: str,
+        rating: int | None = None,
+        note: str = "",
+    ) -> ServiceView:
+        """Record a service; it stays pending until confirmed. Served minutes are whole
+        minutes between start and end; credited minutes follow the policy's weight and its
+        rounding rule (down)."""
+        require(0 < len(idempotency_key) <= KEY_LENGTH_MAX, "idempotency_key: 1 to 128 characters")
+        require(len(note) <= NOTE_LENGTH_MAX, "note: at most 500 characters")
+        require(rating is None or (type(rating) is int and 1 <= rating <= 5), "rating: 1 to 5")
+        for name, moment in (("started_at", started_at), ("ended_at", ended_at)):
+            require(
+                isinstance(moment, datetime) and moment.utcoffset() is not None,
+                f"{name} must be a timezone-aware datetime",
+            )
+        for member in (volunteer_id, *recipient_ids):
+            require(type(member) is int, "member ids are integers")
+        data = {
+            "volunteer_id": volunteer_id,
+            "recipient_ids": list(recipient_ids),
+            "site": site,
+            "service_type": service_type,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "rating": rating,
+            "note": note,
+        }
+        service_id = self._act(
+            lambda act: _services.record(act, programme, idempotency_key, data, operator)
+        )
+        return self.service(service_id)
+
+    def confirm_service(
+        self, service_id: int, *, operator: str, recipient_id: int | None = None
+    ) -> ServiceView:
+        """Confirm as a confirmer of the station (``operator``), or record the recipient's
+        confirmation (``recipient_id``, entered by a recorder). When the policy's number of
+        confirmations is reached, the deposit is posted and its lot created."""
+        self._act(lambda act: _services.confirm(act, service_id, operator, recipient_id))
+        return self.service(service_id)
+
+    def reject_service(self, service_id: int, *, reason: str, operator: str) -> ServiceView:
+        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        self._act(lambda act: _services.reject(act, service_id, reason, operator))
+        return self.service(service_id)
+
+    def confirm_due(self, programme: str, *, as_of: datetime, operator: str) -> int:
+        """Confirm pending services whose auto-confirmation delay has passed by ``as_of``
+        (no background threads: call it from your scheduler). Returns how many."""
+        return self._act(lambda act: _services.confirm_due(act, programme, as_of, operator))
+
+    def reverse_service(self, service_id: int, *, reason: str, operator: str) -> ServiceView:
+        """An administrator's correction: the deposit is reversed and its minutes leave the
+        volunteer's lots. Refused if they have been spent."""
+        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        self._act(lambda act: _services.reverse(act, service_id, reason, operator))
+        return self.service(service_id)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def programme(self, code: str) -> ProgrammeView:
+        def read(conn: Connection) -> ProgrammeView:
+            row = programme_row(conn, code)
+            root = conn.execute(
+                select(regions.c.code).where(
+                    regions.c.programme_id == row.id, regions.c.parent_id.is_(None)
+                )
+            ).scalar_one()
+            version = conn.execute(
+                select(policies.c.version)
+                .where(policies.c.programme_id == row.id)
+                .order_by(policies.c.version.desc())
+                .limit(1)
+            ).scalar_one()
+            return ProgrammeView(
+                code=row.code,
+                name=row.name,
+                root_region=root,
+                expired_account=account_code(conn, row.expired_account_id),
+                policy_version=version,
+            )
+
+        return self._read(read)
+
+    def policy(self, programme: str, *, at: datetime | None = None) -> PolicyView:
+        """The policy in force at ``at`` (default: now)."""
+        when = self.ledger.clock() if at is None else at
+
+        def read(conn: Connection) -> PolicyView:
+            programme_id = programme_row(conn, programme).id
+            version, body = _org.policy_at(conn, programme_id, when)
+            row = conn.execute(
+                select(policies).where(
+                    policies.c.programme_id == programme_id, policies.c.version == version
+                )
+            ).one()
+            return PolicyView(
+                programme=programme,
+                version=version,
+                effective_from=row.effective_from,
+                policy=body,
+                set_by=row.set_by,
+            )
+
+        return self._read(read)
+
+    def region(self, programme: str, code: str) -> RegionView:
+        def read(conn: Connection) -> RegionView:
+            programme_id = programme_row(conn, programme).id
+            row = _org.region_row(conn, programme_id, code)
+            parent = (
+                None
+                if row.parent_id is None
+                else conn.execute(
+                    select(regions.c.code).where(regions.c.id == row.parent_id)
+                ).scalar_one()
+            )
+            return RegionView(
+                programme=programme,
+                code=row.code,
+                name=row.name,
+                level=row.level,
+                parent=parent,
+                pool_account=account_code(conn, row.pool_account_id),
+            )
+
+        return self._read(read)
+
+    def site(self, programme: str, code: str) -> SiteView:
+        def read(conn: Connection) -> SiteView:
+            programme_id = programme_row(conn, programme).id
+            row = _org.site_row(conn, programme_id, code)
+            region = conn.execute(
+                select(regions.c.code).where(regions.c.id == row.region_id)
+            ).scalar_one()
+            issued = (
+                None if row.issued_account_id is None else account_code(conn, row.issued_account_id)
+            )
+            return SiteView(
+                programme=programme,
+                code=row.code,
+                name=row.name,
+                kind=row.kind,
+                region=region,
+                issued_account=issued,
+                redeemed_account=account_code(conn, row.redeemed_account_id),
+            )
+
+        return self._read(read)
+
+    def operator(self, programme: str, code: str) -> OperatorView:
+        def read(conn: Connection) -> OperatorView:
+            programme_id = programme_row(conn, programme).id
+            row = conn.execute(
+                select(operators).where(
+                    operators.c.programme_id == programme_id, operators.c.code == code
+                )
+            ).first()
+            if row is None:
+                raise errors.BankObjectNotFoundError("operator", code)
+            roles = conn.execute(
+                select(operator_roles.c.role)
+                .where(operator_roles.c.operator_id == row.id)
+                .order_by(operator_roles.c.role)
+            ).scalars()
+            site = None if row.site_id is None else _code_of(conn, sites, row.site_id)
+            region = None if row.region_id is None else _code_of(conn, regions, row.region_id)
+            return OperatorView(
+                programme=programme,
+                code=row.code,
+                name=row.name,
+                site=site,
+                region=region,
+                roles=tuple(roles),
+            )
+
+        return self._read(read)
+
+    def member(self, member_id: int) -> MemberView:
+        def read(conn: Connection) -> MemberView:
+            row = _people.member_row(conn, member_id)
+            code = account_code(conn, row.account_id)
+            return MemberView(
+                id=row.id,
+                programme=_code_of(conn, programmes, row.programme_id),
+                kind=row.kind,
+                acts_as=row.acts_as,
+                home_site=_code_of(conn, sites, row.home_site_id),
+                account=code,
+                status=row.status,
+                status_reason=row.status_reason,
+                balance_minutes=LedgerTransaction(conn).balance(code).posted_minutes,
+            )
+
+        return self._read(read)
+
+    def personal_data(self, member_id: int) -> PersonalData:
+        def read(conn: Connection) -> PersonalData:
+            row = conn.execute(select(personal).where(personal.c.member_id == member_id)).first()
+            if row is None:
+                raise errors.BankObjectNotFoundError("member", member_id)
+            return PersonalData(
+                display_name=row.display_name, birth_date=row.birth_date, phone=row.phone
+            )
+
+        return self._read(read)
+
+    def relations(self, member_id: int) -> dict[int, str]:
+        """The member's relations: other member id -> what the member is to them."""
+
+        def read(conn: Connection) -> dict[int, str]:
+            rows = conn.execute(
+                select(relations.c.other_id, relations.c.kind).where(
+                    relations.c.member_id == member_id
+                )
+            )
+            return {row.other_id: row.kind for row in rows}
+
+        return self._read(read)
+
+    def service(self, service_id: int) -> ServiceView:
+        return self._read(lambda conn: _services.view(conn, service_id))
+
+    def lots(self, member_id: int, *, open_only: bool = True) -> list[LotView]:
+        """The member's lots in consumption order (first in, first out)."""
+
+        def read(conn: Connection) -> list[LotView]:
+            query = select(lots).where(lots.c.member_id == member_id)
+            if open_only:
+                query = query.where(lots.c.remaining_minutes > 0)
+            rows = conn.execute(query.order_by(lots.c.earned_on, lots.c.id)).all()
+            return [
+                LotView(
+                    id=row.id,
+                    member_id=row.member_id,
+                    minutes=row.minutes,
+                    remaining_minutes=row.remaining_minutes,
+                    origin_site=_code_of(conn, sites, row.origin_site_id),
+                    earned_on=row.earned_on,
+                    expires_on=row.expires_on,
+                    source_entry_id=row.source_entry_id,
+                )
+                for row in rows
+            ]
+
+        return self._read(read)
+
+    def lots_total(self, member_id: int) -> int:
+        return self._read(lambda conn: _lots.open_total(conn, member_id))
+
+    def _secret(self, programme: str) -> bytes:
+        try:
+            return self._secrets[programme]
+        except KeyError:
+            raise errors.InvalidInputError(
+                f"no identity secret for programme {programme!r}: pass it in identity_secrets"
+            ) from None
+
+
+def _code_of(conn: Connection, table: Any, row_id: int) -> str:
+    code: str = conn.execute(select(table.c.code).where(table.c.id == row_id)).scalar_one()
+    return code
+
+
+def _text(**values: str) -> None:
+    """Codes and names: non-empty, bounded, codes from a safe alphabet (they end up in
+    ledger account codes)."""
+    for name, value in values.items():
+        require(isinstance(value, str) and value != "", f"{name} is a non-empty string")
+        if name in ("name",):
+            require(len(value) <= NAME_LENGTH_MAX, f"{name}: at most {NAME_LENGTH_MAX} characters")
+            continue
+        limit = OPERATOR_LENGTH_MAX if name == "administrator" else 24
+        require(len(value) <= limit, f"{name}: at most {limit} characters")
+        require(
+            all(c.isascii() and (c.isalnum() or c in "_.-") for c in value),
+            f"{name} {value!r}: letters, digits, '_', '.' and '-' only",
+        )
+
+
+def _unique_race(exc: sa_exc.IntegrityError) -> bool:
+    """A unique key another writer claimed between our look-up and our insert."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505":
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] == 1062:  # MySQL/MariaDB duplicate entry
+        return True
+    return "UNIQUE constraint failed" in str(orig)

@@ -1,0 +1,308 @@
+"""Tables of the time-bank layer: programmes and their policy versions, the region tree, sites
+(stations and institutions), members and their personal data, relations, operators and their
+roles, services with recipients and confirmations, and lots.
+
+Everything that moves minutes goes through the ledger core's tables; these tables say who,
+where, why and from which lot. Personal data lives in ``tb_member_personal`` only, apart
+from the ledger; a member's external identity is stored as a keyed hash, never in clear.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from timebank.bank.limits import (
+    CODE_LENGTH_MAX,
+    NAME_LENGTH_MAX,
+    NOTE_LENGTH_MAX,
+    PHONE_LENGTH_MAX,
+)
+from timebank.limits import KEY_LENGTH_MAX, MEMO_LENGTH_MAX, OPERATOR_LENGTH_MAX
+from timebank.schema import Base, Id, _in, exact_text
+
+REGION_LEVELS = ("province", "city", "county", "township")
+SITE_KINDS = ("social_work_station", "volunteer_station", "community_station", "institution")
+MEMBER_KINDS = ("person", "group")
+MEMBER_ROLES = ("volunteer", "recipient", "both")
+MEMBER_STATUSES = ("active", "frozen", "deceased", "closed")
+RELATION_KINDS = ("spouse", "parent", "child", "sibling", "other_relative", "friend")
+OPERATOR_ROLES = ("recorder", "confirmer", "redeemer", "administrator", "auditor")
+SERVICE_STATUSES = ("pending", "confirmed", "rejected", "reversed")
+CONFIRMING_PARTIES = ("recipient", "operator", "automatic")
+#: HMAC-SHA256, hex.
+IDENTITY_HASH_LENGTH = 64
+
+
+class Programme(Base):
+    __tablename__ = "tb_programmes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    #: Minutes no longer anyone's: expired lots end here.
+    expired_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+    created_at: Mapped[datetime]
+
+
+class PolicyVersion(Base):
+    """One version of a programme's policy: in force from ``effective_from`` until the next
+    version's. Versions are appended, never changed: history keeps the rules it ran under."""
+
+    __tablename__ = "tb_policies"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    version: Mapped[int]
+    effective_from: Mapped[datetime]
+    body: Mapped[dict[str, Any]]
+    set_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "version"),
+        UniqueConstraint("programme_id", "effective_from"),
+        CheckConstraint("version >= 1", name="version"),
+    )
+
+
+class Region(Base):
+    __tablename__ = "tb_regions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    code: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    level: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_regions.id"))
+    #: Ids from the root down, "/1/4/9/": "is under" is a prefix test, with no recursion.
+    path: Mapped[str] = mapped_column(exact_text(255))
+    pool_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "code"),
+        CheckConstraint(_in("level", REGION_LEVELS), name="level"),
+    )
+
+
+class Site(Base):
+    """A station (where service is recorded and minutes issued) or an institution (where
+    minutes are redeemed for care)."""
+
+    __tablename__ = "tb_sites"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    code: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    kind: Mapped[str] = mapped_column(String(24))
+    region_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_regions.id"))
+    issued_account_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+    redeemed_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "code"),
+        CheckConstraint(_in("kind", SITE_KINDS), name="kind"),
+        # Stations issue minutes; institutions only take them in.
+        CheckConstraint(
+            "(kind = 'institution') = (issued_account_id IS NULL)", name="issues_if_station"
+        ),
+    )
+
+
+class Member(Base):
+    __tablename__ = "tb_members"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    identity_hash: Mapped[str] = mapped_column(exact_text(IDENTITY_HASH_LENGTH))
+    kind: Mapped[str] = mapped_column(String(8))
+    acts_as: Mapped[str] = mapped_column(String(12))
+    home_site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(10))
+    status_reason: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    registered_at: Mapped[datetime]
+    registered_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "identity_hash"),
+        CheckConstraint(_in("kind", MEMBER_KINDS), name="kind"),
+        CheckConstraint(_in("acts_as", MEMBER_ROLES), name="acts_as"),
+        CheckConstraint(_in("status", MEMBER_STATUSES), name="status"),
+    )
+
+
+class MemberPersonal(Base):
+    """Personal data, apart from the ledger: erasable without touching a single entry."""
+
+    __tablename__ = "tb_member_personal"
+
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    birth_date: Mapped[date] = mapped_column(Date)
+    phone: Mapped[str | None] = mapped_column(String(PHONE_LENGTH_MAX))
+
+
+class Relation(Base):
+    """``member`` is the ``kind`` of ``other`` (a parent of, a spouse of...). Stored in both
+    directions, each with its own kind, so a rule reads one row."""
+
+    __tablename__ = "tb_relations"
+
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+    other_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", RELATION_KINDS), name="kind"),
+        CheckConstraint("member_id <> other_id", name="distinct"),
+    )
+
+
+class Operator(Base):
+    """Staff acting for exactly one site or one region."""
+
+    __tablename__ = "tb_operators"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    code: Mapped[str] = mapped_column(exact_text(OPERATOR_LENGTH_MAX))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    site_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    region_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_regions.id"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "code"),
+        CheckConstraint("(site_id IS NULL) <> (region_id IS NULL)", name="one_scope"),
+    )
+
+
+class OperatorRole(Base):
+    __tablename__ = "tb_operator_roles"
+
+    operator_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_operators.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+    __table_args__ = (CheckConstraint(_in("role", OPERATOR_ROLES), name="role"),)
+
+
+class Service(Base):
+    __tablename__ = "tb_services"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    volunteer_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    service_type: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime]
+    raw_minutes: Mapped[int]
+    weight_permille: Mapped[int]
+    credited_minutes: Mapped[int]
+    policy_version: Mapped[int]
+    rating: Mapped[int | None]
+    note: Mapped[str] = mapped_column(String(NOTE_LENGTH_MAX))
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    recorded_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    recorded_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    deposit_entry_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_entries.id"), unique=True
+    )
+    reversal_entry_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_entries.id"), unique=True
+    )
+
+    __table_args__ = (
+        CheckConstraint(_in("status", SERVICE_STATUSES), name="status"),
+        CheckConstraint("ended_at > started_at", name="interval"),
+        CheckConstraint("raw_minutes > 0 AND credited_minutes >= 0", name="minutes"),
+        CheckConstraint("weight_permille > 0", name="weight"),
+        CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
+        CheckConstraint(
+            "(status IN ('confirmed', 'reversed')) = (deposit_entry_id IS NOT NULL)",
+            name="deposit_if_confirmed",
+        ),
+        CheckConstraint(
+            "(status = 'reversed') = (reversal_entry_id IS NOT NULL)", name="reversal_if_reversed"
+        ),
+        Index("ix_tb_services_volunteer_id_started_at", "volunteer_id", "started_at"),
+        Index("ix_tb_services_status_ended_at", "status", "ended_at"),
+    )
+
+
+class ServiceRecipient(Base):
+    __tablename__ = "tb_service_recipients"
+
+    service_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_services.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+
+
+class Confirmation(Base):
+    """One party's confirmation of a service; a party confirms a service once."""
+
+    __tablename__ = "tb_confirmations"
+
+    service_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_services.id"), primary_key=True)
+    party: Mapped[str] = mapped_column(String(10), primary_key=True)
+    confirmed_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    confirmed_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint(_in("party", CONFIRMING_PARTIES), name="party"),)
+
+
+class Lot(Base):
+    """Minutes credited together: where and when they were earned, when they expire, and how
+    many are left. A member's balance is the sum of ``remaining_minutes`` of their lots."""
+
+    __tablename__ = "tb_lots"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    minutes: Mapped[int]
+    remaining_minutes: Mapped[int]
+    origin_site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    earned_on: Mapped[date] = mapped_column(Date)
+    expires_on: Mapped[date | None] = mapped_column(Date)
+    source_entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"))
+    #: The lot this one was split from (a gift moves part of a lot), if any.
+    parent_lot_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_lots.id"))
+
+    __table_args__ = (
+        CheckConstraint(
+            "minutes > 0 AND remaining_minutes >= 0 AND remaining_minutes <= minutes",
+            name="remaining",
+        ),
+        # First in, first out: the open lots of a member in consumption order.
+        Index("ix_tb_lots_member_id_earned_on", "member_id", "earned_on", "id"),
+    )
+
+
+programmes = cast(Table, Programme.__table__)
+policies = cast(Table, PolicyVersion.__table__)
+regions = cast(Table, Region.__table__)
+sites = cast(Table, Site.__table__)
+members = cast(Table, Member.__table__)
+personal = cast(Table, MemberPersonal.__table__)
+relations = cast(Table, Relation.__table__)
+operators = cast(Table, Operator.__table__)
+operator_roles = cast(Table, OperatorRole.__table__)
+services = cast(Table, Service.__table__)
+service_recipients = cast(Table, ServiceRecipient.__table__)
+confirmations = cast(Table, Confirmation.__table__)
+lots = cast(Table, Lot.__table__)
