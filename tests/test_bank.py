@@ -592,3 +592,33 @@ def test_concurrent_overlapping_records_end_with_one_service(world: World) -> No
     winners = [o for o in outcomes if isinstance(o, int)]
     assert len(winners) == 1, outcomes
     assert len(outcomes) == 4
+
+
+def test_a_volunteer_group_is_a_member_too(world: World) -> None:
+    team = world.bank.register_member(
+        PROGRAMME, identity="ORG-91131000", display_name="Xinyuan youth team",
+        birth_date=date(2015, 6, 1), home_site="xinyuan-sw", operator="rec-sw", kind="group",
+        acts_as="volunteer",
+    )
+    world.members["team"] = team.id
+    assert (team.kind, team.acts_as) == ("group", "volunteer")
+    service = world.serve("s1", "team", "grandma", minutes=120)
+    world.bank.confirm_service(service, operator="conf-sw")
+    assert world.balance("team") == 120
+    refused(world, MemberStateError, lambda: world.serve("s2", "li", "team"))  # never a recipient
+
+
+@pytest.mark.parametrize("rating", [0, 6, True, 2.5])
+def test_a_rating_is_one_to_five(world: World, rating: object) -> None:
+    start = world.clock.now - timedelta(hours=2)
+    refused(world, InvalidInputError, lambda: world.bank.record_service(
+        "s1", programme=PROGRAMME, volunteer_id=world.members["wang"],
+        recipient_ids=[world.members["grandma"]], site="xinyuan-sw", service_type="shopping",
+        started_at=start, ended_at=start + timedelta(hours=1), operator="rec-sw",
+        rating=rating))  # type: ignore[arg-type]
+    rated = world.bank.record_service(
+        "s2", programme=PROGRAMME, volunteer_id=world.members["wang"],
+        recipient_ids=[world.members["grandma"]], site="xinyuan-sw", service_type="shopping",
+        started_at=start, ended_at=start + timedelta(hours=1), operator="rec-sw", rating=5,
+        note="brought the groceries up four floors")
+    assert (rated.rating, rated.note) == (5, "brought the groceries up four floors")
