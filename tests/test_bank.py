@@ -622,3 +622,12 @@ def test_a_rating_is_one_to_five(world: World, rating: object) -> None:
         started_at=start, ended_at=start + timedelta(hours=1), operator="rec-sw", rating=5,
         note="brought the groceries up four floors")
     assert (rated.rating, rated.note) == (5, "brought the groceries up four floors")
+
+
+def test_a_frozen_volunteers_service_is_not_reversed(world: World) -> None:
+    service = world.serve("s1", "wang", "grandma")
+    world.bank.confirm_service(service, operator="conf-sw")
+    world.bank.set_member_status(world.members["wang"], "frozen", reason="audit",
+                                 operator="gy-admin")
+    refused(world, MemberStateError, lambda: world.bank.reverse_service(
+        service, reason="x", operator="gy-admin"))

@@ -335,6 +335,11 @@ def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
         raise errors.ServiceStateError(
             f"service {service_id} is {service.status}: nothing to reverse"
         )
+    volunteer = member_row(act.conn, service.volunteer_id)
+    if volunteer.status != "active":
+        raise errors.MemberStateError(
+            f"member {volunteer.id} is {volunteer.status}: nothing moves on their account"
+        )
     entry = act.tx.reverse(
         service.deposit_entry_id,
         idempotency_key=f"service-{service.id}-reversal",
