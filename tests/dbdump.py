@@ -50,14 +50,13 @@ def dump(engine_or_url: Engine | Connection | URL | str) -> dict[str, list[Row]]
 
 
 def _dump(conn: Connection) -> dict[str, list[Row]]:
-    metadata = sa.MetaData()
-    metadata.reflect(bind=conn)
+    # Table names only (full reflection of every table costs more than reading the rows),
+    # then SELECT * as text: every column, exactly what the driver returns, untyped.
+    quote = conn.dialect.identifier_preparer.quote
     result: dict[str, list[Row]] = {}
-    for name in sorted(metadata.tables):
-        table = metadata.tables[name]
-        # Untyped columns: fetch exactly what the driver returns, no result processing.
-        raw = sa.table(table.name, *(sa.column(c.name) for c in table.columns))
-        rows = [tuple(_normalise(v) for v in row) for row in conn.execute(sa.select(raw))]
+    for name in sorted(sa.inspect(conn).get_table_names()):
+        found = conn.exec_driver_sql(f"SELECT * FROM {quote(name)}")
+        rows = [tuple(_normalise(v) for v in row) for row in found]
         rows.sort(key=_row_key)
         result[name] = rows
     return result

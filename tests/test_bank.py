@@ -26,7 +26,7 @@ from timebank import (
     ServiceStateError,
     TimebankError,
 )
-from timebank.bank import Policy, ServiceType, TimeBank, _lots, credited_minutes
+from timebank.bank import Policy, ServiceType, TimeBank, _lots, _org, credited_minutes
 
 
 @pytest.fixture
@@ -631,3 +631,21 @@ def test_a_frozen_volunteers_service_is_not_reversed(world: World) -> None:
                                  operator="gy-admin")
     refused(world, MemberStateError, lambda: world.bank.reverse_service(
         service, reason="x", operator="gy-admin"))
+
+
+def test_an_institution_operator_acts_at_their_own_institution_only(world: World) -> None:
+    """Redemption itself arrives with part 2; the rule it will pass through is here."""
+    world.bank.add_site(PROGRAMME, "harmony", "Harmony care home", kind="institution",
+                        region="guangyang", operator="admin")
+    with world.bank.ledger.transaction() as tx:
+        conn = tx.connection
+        programme_id = conn.execute(
+            sa.text("SELECT id FROM tb_programmes WHERE code = :c"), {"c": PROGRAMME}
+        ).scalar_one()
+        own = _org.site_row(conn, programme_id, "sunrise")
+        other = _org.site_row(conn, programme_id, "harmony")
+        assert _org.authorize(conn, programme_id, "sunrise-op", "redeemer", site=own).code
+        with pytest.raises(PermissionDeniedError, match="redeemer at site 'harmony'"):
+            _org.authorize(conn, programme_id, "sunrise-op", "redeemer", site=other)
+        with pytest.raises(PermissionDeniedError):
+            _org.authorize(conn, programme_id, "rec-sw", "redeemer", site=own)
