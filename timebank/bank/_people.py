@@ -195,3 +195,21 @@ def birth_date_of(conn: Connection, member_id: int) -> date:
         select(personal.c.birth_date).where(personal.c.member_id == member_id)
     ).scalar_one()
     return born
+
+
+def set_assessed_need(act: Act, member_id: int, in_need: bool, operator: str) -> None:
+    """Record an assessment of need (administrators of a region at or above the member's
+    home): with ``Policy.need_redeems``, it lets the member redeem whatever their age."""
+    member = member_row(act.conn, member_id, lock=True)
+    authorize(
+        act.conn,
+        member.programme_id,
+        operator,
+        "administrator",
+        site=home_site(act.conn, member),
+        region_admin=True,
+    )
+    if bool(member.assessed_need) != in_need:
+        act.conn.execute(
+            update(members).where(members.c.id == member_id).values(assessed_need=in_need)
+        )

@@ -14,9 +14,15 @@ from sqlalchemy import exc as sa_exc
 
 from timebank import errors
 from timebank._db import is_retryable
-from timebank.bank import _lots, _org, _people, _services
+from timebank._minutes import as_minutes
+from timebank.bank import _lots, _org, _people, _redeem, _services
 from timebank.bank._ctx import Act, account_code, programme_row
-from timebank.bank.limits import NAME_LENGTH_MAX, NOTE_LENGTH_MAX, PHONE_LENGTH_MAX
+from timebank.bank.limits import (
+    NAME_LENGTH_MAX,
+    NOTE_LENGTH_MAX,
+    PHONE_LENGTH_MAX,
+    REDEMPTION_KEY_LENGTH_MAX,
+)
 from timebank.bank.models import (
     ActsAs,
     LotView,
@@ -28,6 +34,7 @@ from timebank.bank.models import (
     Policy,
     PolicyView,
     ProgrammeView,
+    RedemptionView,
     RegionLevel,
     RegionView,
     RelationKind,
@@ -319,6 +326,59 @@ class TimeBank:
         self._act(lambda act: _services.reverse(act, service_id, reason, operator))
         return self.service(service_id)
 
+    def set_assessed_need(self, member_id: int, *, in_need: bool, operator: str) -> MemberView:
+        """Record whether a member is assessed as in need of care (administrators)."""
+        require(type(in_need) is bool, "in_need is True or False")
+        self._act(lambda act: _people.set_assessed_need(act, member_id, in_need, operator))
+        return self.member(member_id)
+
+    # --- redemption ----------------------------------------------------------------------
+
+    def redeem(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        member_id: int,
+        site: str,
+        service_type: str,
+        minutes: int,
+        operator: str,
+        recipient_id: int | None = None,
+        occurred_at: datetime | None = None,
+    ) -> RedemptionView:
+        """Pay ``minutes`` of a member's for care at an institution or station, received by
+        the member or (``Policy.spouse_redeems``) their spouse, who must qualify by age
+        (``redemption_min_age``) or assessed need. Insufficient minutes raise
+        LimitExceededError with ``available_minutes``. The minutes leave the member's lots
+        first in, first out; the redemption keeps which lots (where they were earned)."""
+        require(
+            0 < len(idempotency_key) <= REDEMPTION_KEY_LENGTH_MAX,
+            f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
+        )
+        require(
+            occurred_at is None
+            or (isinstance(occurred_at, datetime) and occurred_at.utcoffset() is not None),
+            "occurred_at must be a timezone-aware datetime",
+        )
+        for member in (member_id, recipient_id):
+            require(member is None or type(member) is int, "member ids are integers")
+        amount = as_minutes(minutes, what="minutes")
+        if amount < 0:
+            raise errors.InvalidAmountError("minutes must be positive")
+        data = {
+            "member_id": member_id,
+            "recipient_id": member_id if recipient_id is None else recipient_id,
+            "site": site,
+            "service_type": service_type,
+            "minutes": amount,
+            "occurred_at": occurred_at,
+        }
+        redemption_id = self._act(
+            lambda act: _redeem.redeem(act, programme, idempotency_key, data, operator)
+        )
+        return self._read(lambda conn: _redeem.view(conn, redemption_id))
+
     # --- reads ---------------------------------------------------------------------------
 
     def programme(self, code: str) -> ProgrammeView:
@@ -452,6 +512,7 @@ class TimeBank:
                 account=code,
                 status=row.status,
                 status_reason=row.status_reason,
+                assessed_need=bool(row.assessed_need),
                 balance_minutes=LedgerTransaction(conn).balance(code).posted_minutes,
             )
 

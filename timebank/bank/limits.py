@@ -24,3 +24,5 @@ SERVICES_PER_SWEEP_MAX: Final = 1_000
 REGION_DEPTH_MAX: Final = 4
 #: Weights are stored in thousandths: 1000 is 1 credited minute per minute served.
 WEIGHT_PERMILLE_MAX: Final = 10_000
+#: Keys of redemptions: short enough that the entry's key ("redemption:" + key) fits.
+REDEMPTION_KEY_LENGTH_MAX: Final = 112

@@ -77,6 +77,13 @@ class Policy(_Frozen):
     #: The programme's time zone (IANA name): the calendar in which a lot is earned on a day
     #: and expires on a day. A service ending at 07:30 in Langfang is earned that local day.
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    #: Redemption: who may receive care paid with a member's minutes. Recipients at least
+    #: this old (None: age alone never qualifies); members assessed in need, whatever their
+    #: age, when ``need_redeems``; the depositor's spouse, too, when ``spouse_redeems``
+    #: (Beijing). The recipient must qualify by age or need either way.
+    redemption_min_age: int | None = Field(default=60, ge=0, le=150, strict=True)
+    need_redeems: bool = Field(default=True, strict=True)
+    spouse_redeems: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _has_types(self) -> Policy:
@@ -148,6 +155,7 @@ class MemberView(_View):
     account: str
     status: MemberStatus
     status_reason: str
+    assessed_need: bool
     balance_minutes: int
 
 
@@ -188,6 +196,22 @@ class ServiceView(_View):
     confirmed_by: tuple[str, ...]
     deposit_entry_id: int | None
     reversal_entry_id: int | None
+
+
+class RedemptionView(_View):
+    id: int
+    idempotency_key: str
+    programme: str
+    member_id: int
+    recipient_id: int
+    site: str
+    service_type: str
+    minutes: int
+    occurred_at: datetime
+    redeemed_by: str
+    entry_id: int
+    #: (lot id, minutes) taken, first in first out: where the minutes were earned.
+    lots: tuple[tuple[int, int], ...]
 
 
 class LotView(_View):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -133,6 +134,9 @@ class Member(Base):
     account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), unique=True)
     status: Mapped[str] = mapped_column(String(10))
     status_reason: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    #: Assessed as in need of care (by an administrator): may redeem whatever their age,
+    #: when the policy says so.
+    assessed_need: Mapped[bool] = mapped_column(default=False, server_default=false())
     registered_at: Mapped[datetime]
     registered_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
 
@@ -293,6 +297,39 @@ class Lot(Base):
     )
 
 
+class Redemption(Base):
+    """Minutes a member spent on care at a site: for themselves, or for their spouse."""
+
+    __tablename__ = "tb_redemptions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    recipient_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    service_type: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    minutes: Mapped[int]
+    occurred_at: Mapped[datetime]
+    redeemed_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
+
+    __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
+
+
+class LotUse(Base):
+    """Which lots an entry took its minutes from: where redeemed minutes were earned, the
+    basis of clearing between stations."""
+
+    __tablename__ = "tb_lot_uses"
+
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), primary_key=True)
+    lot_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_lots.id"), primary_key=True)
+    minutes: Mapped[int]
+
+    __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
+
+
 programmes = cast(Table, Programme.__table__)
 policies = cast(Table, PolicyVersion.__table__)
 regions = cast(Table, Region.__table__)
@@ -306,3 +343,5 @@ services = cast(Table, Service.__table__)
 service_recipients = cast(Table, ServiceRecipient.__table__)
 confirmations = cast(Table, Confirmation.__table__)
 lots = cast(Table, Lot.__table__)
+redemptions = cast(Table, Redemption.__table__)
+lot_uses = cast(Table, LotUse.__table__)

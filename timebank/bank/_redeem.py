@@ -1,0 +1,157 @@
+"""Redemption: a member's minutes pay for care at an institution or a station, for the member
+or (when the policy allows) their spouse. The minutes leave the member's lots first in,
+first out, and each lot used is recorded: where the redeemed minutes were earned."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select
+
+from timebank import errors
+from timebank.bank import _lots
+from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._org import authorize, policy_at, site_row
+from timebank.bank._people import birth_date_of, member_row
+from timebank.bank.models import Policy, RedemptionView
+from timebank.bank.schema import lot_uses, programmes, redemptions, relations, sites
+
+_COMPARED = ("member_id", "recipient_id", "site_id", "service_type", "minutes", "occurred_at")
+
+
+def redeem(act: Act, programme_code: str, key: str, data: dict[str, Any], operator: str) -> int:
+    """Spend ``data["minutes"]`` of the member's on care; returns the redemption id."""
+    programme = programme_row(act.conn, programme_code)
+    site = site_row(act.conn, programme.id, data["site"])
+    authorize(act.conn, programme.id, operator, "redeemer", site=site)
+    occurred_at = data["occurred_at"] or act.now
+    wanted = {**{k: data[k] for k in _COMPARED if k in data}, "site_id": site.id}
+    wanted["occurred_at"] = occurred_at
+    replay = act.conn.execute(
+        select(redemptions).where(redemptions.c.idempotency_key == key)
+    ).first()
+    if replay is not None:
+        _same(replay, key, programme.id, wanted, occurred_given=data["occurred_at"] is not None)
+        return int(replay.id)
+    if occurred_at > act.now:
+        raise errors.InvalidInputError("a redemption is recorded when the care was given")
+    _version, policy = policy_at(act.conn, programme.id, occurred_at)
+    if data["service_type"] not in policy.service_types:
+        raise errors.PolicyViolationError(
+            f"service type {data['service_type']!r} is not in the catalogue"
+        )
+    member = member_row(act.conn, data["member_id"], lock=True)
+    recipient = member_row(act.conn, data["recipient_id"])
+    _check_people(act.conn, programme.id, member, recipient, policy, occurred_at)
+    entry = act.tx.transfer(
+        f"redemption:{key}",
+        debit=account_code(act.conn, member.account_id),
+        credit=account_code(act.conn, site.redeemed_account_id),
+        amount_minutes=data["minutes"],
+        code="redemption",
+        operator=operator,
+        occurred_at=occurred_at,
+        memo=f"{data['service_type']} for member {recipient.id}",
+        metadata={"recipient_id": recipient.id, "service_type": data["service_type"]},
+    )
+    taken = _lots.consume(act.conn, member.id, data["minutes"])
+    act.conn.execute(
+        insert(lot_uses), [{"entry_id": entry.id, "lot_id": lot, "minutes": m} for lot, m in taken]
+    )
+    redemption_id: int = act.conn.execute(
+        insert(redemptions)
+        .values(
+            programme_id=programme.id,
+            idempotency_key=key,
+            **wanted,
+            redeemed_by=operator,
+            entry_id=entry.id,
+        )
+        .returning(redemptions.c.id)
+    ).scalar_one()
+    return redemption_id
+
+
+def _same(
+    row: Row[Any], key: str, programme_id: int, wanted: dict[str, Any], *, occurred_given: bool
+) -> None:
+    fields = [
+        name
+        for name, value in wanted.items()
+        if getattr(row, name) != value and (name != "occurred_at" or occurred_given)
+    ]
+    if row.programme_id != programme_id:
+        fields.append("programme")
+    if fields:
+        raise errors.IdempotencyConflictError(key, fields)
+
+
+def _check_people(  # noqa: PLR0917 - the parties and the rules that judge them
+    conn: Connection,
+    programme_id: int,
+    member: Row[Any],
+    recipient: Row[Any],
+    policy: Policy,
+    when: datetime,
+) -> None:
+    for person in (member, recipient):
+        if person.programme_id != programme_id:
+            raise errors.BankObjectNotFoundError("member", person.id)
+        if person.status != "active":
+            raise errors.MemberStateError(f"member {person.id} is {person.status}")
+    if recipient.id != member.id:
+        spouse = conn.execute(
+            select(relations.c.kind).where(
+                relations.c.member_id == recipient.id, relations.c.other_id == member.id
+            )
+        ).scalar()
+        if not (policy.spouse_redeems and spouse == "spouse"):
+            raise errors.PolicyViolationError(
+                f"member {member.id}'s minutes pay for their own care"
+                + (" or their spouse's" if policy.spouse_redeems else "")
+                + f", not member {recipient.id}'s"
+            )
+    age = _age(birth_date_of(conn, recipient.id), policy.local_date(when))
+    by_age = policy.redemption_min_age is not None and age >= policy.redemption_min_age
+    by_need = policy.need_redeems and bool(recipient.assessed_need)
+    if not (by_age or by_need):
+        raise errors.PolicyViolationError(
+            f"member {recipient.id} is {age}: care is redeemed from age "
+            f"{policy.redemption_min_age}"
+            + (" or with an assessed need" if policy.need_redeems else "")
+        )
+
+
+def _age(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def view(conn: Connection, redemption_id: int) -> RedemptionView:
+    row = one(
+        conn,
+        select(redemptions).where(redemptions.c.id == redemption_id),
+        "redemption",
+        redemption_id,
+    )
+    taken = conn.execute(
+        select(lot_uses.c.lot_id, lot_uses.c.minutes)
+        .where(lot_uses.c.entry_id == row.entry_id)
+        .order_by(lot_uses.c.lot_id)
+    ).all()
+    return RedemptionView(
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        programme=conn.execute(
+            select(programmes.c.code).where(programmes.c.id == row.programme_id)
+        ).scalar_one(),
+        member_id=row.member_id,
+        recipient_id=row.recipient_id,
+        site=conn.execute(select(sites.c.code).where(sites.c.id == row.site_id)).scalar_one(),
+        service_type=row.service_type,
+        minutes=row.minutes,
+        occurred_at=row.occurred_at,
+        redeemed_by=row.redeemed_by,
+        entry_id=row.entry_id,
+        lots=tuple((lot, minutes) for lot, minutes in taken),
+    )
