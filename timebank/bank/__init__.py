@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from timebank.bank.api import TimeBank
 from timebank.bank.models import (
+    GiftView,
     LotView,
     MemberView,
     OperatorView,
@@ -25,6 +26,7 @@ from timebank.bank.models import (
 )
 
 __all__ = [
+    "GiftView",
     "LotView",
     "MemberView",
     "OperatorView",

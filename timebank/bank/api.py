@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from timebank import errors
 from timebank._db import is_retryable
 from timebank._minutes import as_minutes
-from timebank.bank import _lots, _org, _people, _redeem, _services
+from timebank.bank import _gifts, _lots, _org, _people, _redeem, _services
 from timebank.bank._ctx import Act, account_code, programme_row
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
@@ -25,6 +25,7 @@ from timebank.bank.limits import (
 )
 from timebank.bank.models import (
     ActsAs,
+    GiftView,
     LotView,
     MemberKind,
     MemberStatus,
@@ -378,6 +379,34 @@ class TimeBank:
             lambda act: _redeem.redeem(act, programme, idempotency_key, data, operator)
         )
         return self._read(lambda conn: _redeem.view(conn, redemption_id))
+
+    def give(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        giver_id: int,
+        receiver_id: int,
+        minutes: int,
+        operator: str,
+    ) -> GiftView:
+        """Give minutes to a relative (``Policy.gift_relations``), within the yearly limit
+        (``Policy.gift_yearly_limit_minutes``). Entered by a recorder of the giver's home
+        station. The minutes keep their lots' origin, earned day and expiry."""
+        require(
+            0 < len(idempotency_key) <= REDEMPTION_KEY_LENGTH_MAX,
+            f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
+        )
+        for member in (giver_id, receiver_id):
+            require(type(member) is int, "member ids are integers")
+        amount = as_minutes(minutes, what="minutes")
+        if amount < 0:
+            raise errors.InvalidAmountError("minutes must be positive")
+        data = {"giver_id": giver_id, "receiver_id": receiver_id, "minutes": amount}
+        gift_id = self._act(
+            lambda act: _gifts.give(act, programme, idempotency_key, data, operator)
+        )
+        return self._read(lambda conn: _gifts.view(conn, gift_id))
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -84,6 +84,12 @@ class Policy(_Frozen):
     redemption_min_age: int | None = Field(default=60, ge=0, le=150, strict=True)
     need_redeems: bool = Field(default=True, strict=True)
     spouse_redeems: bool = Field(default=False, strict=True)
+    #: Gifts: to whom a member may give minutes, named by what the receiver is to the giver
+    #: (a gift to one's mother goes to a "parent"). The default is direct relatives only
+    #: (Beijing); Shanghai adds siblings, other relatives and friends.
+    gift_relations: frozenset[RelationKind] = frozenset({"spouse", "parent", "child"})
+    #: The most minutes one member may give in a calendar year (programme time zone).
+    gift_yearly_limit_minutes: int | None = Field(default=None, ge=1, strict=True)
 
     @model_validator(mode="after")
     def _has_types(self) -> Policy:
@@ -211,6 +217,20 @@ class RedemptionView(_View):
     redeemed_by: str
     entry_id: int
     #: (lot id, minutes) taken, first in first out: where the minutes were earned.
+    lots: tuple[tuple[int, int], ...]
+
+
+class GiftView(_View):
+    id: int
+    idempotency_key: str
+    programme: str
+    giver_id: int
+    receiver_id: int
+    minutes: int
+    occurred_at: datetime
+    given_by: str
+    entry_id: int
+    #: (giver's lot id, minutes) taken, first in first out; each became a lot of the receiver.
     lots: tuple[tuple[int, int], ...]
 
 

@@ -317,6 +317,29 @@ class Redemption(Base):
     __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
 
 
+class Gift(Base):
+    """Minutes a member gave to a relative (or friend, as the policy allows). The minutes
+    travel as lots: each keeps its origin station, earned day and expiry."""
+
+    __tablename__ = "tb_gifts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    giver_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    receiver_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    minutes: Mapped[int]
+    occurred_at: Mapped[datetime]
+    given_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
+
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="minutes"),
+        CheckConstraint("giver_id <> receiver_id", name="two_people"),
+        Index("ix_tb_gifts_giver_id_occurred_at", "giver_id", "occurred_at"),
+    )
+
+
 class LotUse(Base):
     """Which lots an entry took its minutes from: where redeemed minutes were earned, the
     basis of clearing between stations."""
@@ -345,3 +368,4 @@ confirmations = cast(Table, Confirmation.__table__)
 lots = cast(Table, Lot.__table__)
 redemptions = cast(Table, Redemption.__table__)
 lot_uses = cast(Table, LotUse.__table__)
+gifts = cast(Table, Gift.__table__)

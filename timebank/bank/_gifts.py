@@ -1,0 +1,157 @@
+"""Gifts: a member gives minutes to a relative (or a friend) as the policy allows, within an
+optional yearly limit. The minutes leave the giver's lots first in, first out and arrive as
+lots of the receiver that keep each lot's origin station, earned day and expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Row, func, insert, select
+
+from timebank import errors
+from timebank.bank import _lots
+from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._org import authorize, policy_at
+from timebank.bank._people import home_site, member_row
+from timebank.bank.models import INVERSE_RELATION, GiftView, Policy
+from timebank.bank.schema import gifts, lot_uses, lots, programmes, relations
+
+_COMPARED = ("giver_id", "receiver_id", "minutes")
+
+
+def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator: str) -> int:
+    programme = programme_row(act.conn, programme_code)
+    giver = member_row(act.conn, data["giver_id"], lock=True)
+    if giver.programme_id != programme.id:
+        raise errors.BankObjectNotFoundError("member", giver.id)
+    authorize(act.conn, programme.id, operator, "recorder", site=home_site(act.conn, giver))
+    wanted = {k: data[k] for k in _COMPARED}
+    replay = act.conn.execute(select(gifts).where(gifts.c.idempotency_key == key)).first()
+    if replay is not None:
+        fields = [name for name, value in wanted.items() if getattr(replay, name) != value]
+        if fields:
+            raise errors.IdempotencyConflictError(key, fields)
+        return int(replay.id)
+    receiver = member_row(act.conn, data["receiver_id"])
+    _, policy = policy_at(act.conn, programme.id, act.now)
+    _check(act.conn, programme.id, giver, receiver, policy)
+    _check_yearly_limit(act.conn, giver.id, data["minutes"], policy, act.now)
+    entry = act.tx.transfer(
+        f"gift:{key}",
+        debit=account_code(act.conn, giver.account_id),
+        credit=account_code(act.conn, receiver.account_id),
+        amount_minutes=data["minutes"],
+        code="gift",
+        operator=operator,
+        occurred_at=act.now,
+        memo=f"gift from member {giver.id} to member {receiver.id}",
+    )
+    taken = _lots.consume(act.conn, giver.id, data["minutes"])
+    _move_lots(act.conn, taken, receiver.id, entry.id)
+    gift_id: int = act.conn.execute(
+        insert(gifts)
+        .values(
+            programme_id=programme.id,
+            idempotency_key=key,
+            **wanted,
+            occurred_at=act.now,
+            given_by=operator,
+            entry_id=entry.id,
+        )
+        .returning(gifts.c.id)
+    ).scalar_one()
+    return gift_id
+
+
+def _check(
+    conn: Connection, programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy
+) -> None:
+    if receiver.id == giver.id:
+        raise errors.InvalidInputError("a gift goes to somebody else")
+    if receiver.programme_id != programme_id:
+        raise errors.BankObjectNotFoundError("member", receiver.id)
+    for person in (giver, receiver):
+        if person.status != "active":
+            raise errors.MemberStateError(f"member {person.id} is {person.status}")
+    kind = conn.execute(
+        select(relations.c.kind).where(
+            relations.c.member_id == giver.id, relations.c.other_id == receiver.id
+        )
+    ).scalar()
+    # The row says what the giver is to the receiver; the policy names what the receiver is
+    # to the giver (a gift to one's mother goes to a parent).
+    receiver_is = None if kind is None else INVERSE_RELATION[kind]
+    if receiver_is not in policy.gift_relations:
+        allowed = ", ".join(sorted(policy.gift_relations))
+        raise errors.PolicyViolationError(
+            f"member {giver.id} may give to their {allowed}; member {receiver.id} is "
+            + ("no relation" if receiver_is is None else f"their {receiver_is}")
+        )
+
+
+def _check_yearly_limit(
+    conn: Connection, giver_id: int, minutes: int, policy: Policy, now: datetime
+) -> None:
+    limit = policy.gift_yearly_limit_minutes
+    if limit is None:
+        return
+    zone = ZoneInfo(policy.timezone)
+    year_start = datetime(now.astimezone(zone).year, 1, 1, tzinfo=zone).astimezone(UTC)
+    given = conn.execute(
+        select(func.coalesce(func.sum(gifts.c.minutes), 0)).where(
+            gifts.c.giver_id == giver_id, gifts.c.occurred_at >= year_start
+        )
+    ).scalar_one()
+    if int(given) + minutes > limit:
+        raise errors.PolicyViolationError(
+            f"member {giver_id} has given {given} of the {limit} minutes a year allows; "
+            f"{limit - int(given)} remain, {minutes} asked"
+        )
+
+
+def _move_lots(
+    conn: Connection, taken: list[tuple[int, int]], receiver_id: int, entry_id: int
+) -> None:
+    """Each slice taken from the giver becomes a lot of the receiver with the same origin,
+    earned day and expiry, linked to the lot it came from."""
+    conn.execute(
+        insert(lot_uses), [{"entry_id": entry_id, "lot_id": lot, "minutes": m} for lot, m in taken]
+    )
+    for lot_id, minutes in taken:
+        source = conn.execute(select(lots).where(lots.c.id == lot_id)).one()
+        _lots.create(
+            conn,
+            member_id=receiver_id,
+            minutes=minutes,
+            origin_site_id=source.origin_site_id,
+            earned_on=source.earned_on,
+            expiry_days=None,
+            expires_on=source.expires_on,
+            source_entry_id=entry_id,
+            parent_lot_id=lot_id,
+        )
+
+
+def view(conn: Connection, gift_id: int) -> GiftView:
+    row = one(conn, select(gifts).where(gifts.c.id == gift_id), "gift", gift_id)
+    taken = conn.execute(
+        select(lot_uses.c.lot_id, lot_uses.c.minutes)
+        .where(lot_uses.c.entry_id == row.entry_id)
+        .order_by(lot_uses.c.lot_id)
+    ).all()
+    return GiftView(
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        programme=conn.execute(
+            select(programmes.c.code).where(programmes.c.id == row.programme_id)
+        ).scalar_one(),
+        giver_id=row.giver_id,
+        receiver_id=row.receiver_id,
+        minutes=row.minutes,
+        occurred_at=row.occurred_at,
+        given_by=row.given_by,
+        entry_id=row.entry_id,
+        lots=tuple((lot, minutes) for lot, minutes in taken),
+    )
