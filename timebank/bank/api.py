@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from timebank import errors
 from timebank._db import is_retryable
 from timebank._minutes import as_minutes
-from timebank.bank import _gifts, _lots, _org, _people, _redeem, _services
+from timebank.bank import _expiry, _gifts, _lots, _org, _people, _redeem, _services
 from timebank.bank._ctx import Act, account_code, programme_row
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
@@ -407,6 +407,17 @@ class TimeBank:
             lambda act: _gifts.give(act, programme, idempotency_key, data, operator)
         )
         return self._read(lambda conn: _gifts.view(conn, gift_id))
+
+    def expire(self, programme: str, *, as_of: datetime, operator: str) -> int:
+        """Post expiry entries for every lot past its expiry day by ``as_of`` (members under
+        the operator's region; region administrators only), to the programme's expired
+        account or the region's pool (``Policy.expired_to``). Running it twice posts nothing
+        new. Returns how many lots expired."""
+        require(
+            isinstance(as_of, datetime) and as_of.utcoffset() is not None,
+            "as_of must be a timezone-aware datetime",
+        )
+        return self._act(lambda act: _expiry.expire(act, programme, as_of, operator))
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -90,6 +90,9 @@ class Policy(_Frozen):
     gift_relations: frozenset[RelationKind] = frozenset({"spouse", "parent", "child"})
     #: The most minutes one member may give in a calendar year (programme time zone).
     gift_yearly_limit_minutes: int | None = Field(default=None, ge=1, strict=True)
+    #: Where expired minutes go: the programme's expired account, or the pool of the region
+    #: of the member's home station.
+    expired_to: Literal["programme", "pool"] = "programme"
 
     @model_validator(mode="after")
     def _has_types(self) -> Policy:
