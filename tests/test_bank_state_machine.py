@@ -2,8 +2,10 @@
 
 The world is ``tests.bankworld``'s programme "langfang" (its policy: a service is at most
 480 minutes, one confirmation deposits, pending services are confirmed 24 hours after they
-ended). The model keeps members (role, status, reason) and services (content, status,
-confirming parties); balances and lots follow from them. Before every step it predicts
+ended). The model keeps members (role, status, reason, birth date), their relations, services
+(content, status, confirming parties), lots (made by deposits and gifts, consumed first in,
+first out by reversals, redemptions and gifts), redemptions and gifts; balances follow from
+the lots. Before every step it predicts
 success or the refusal: the set of error classes that apply (the library may check in any
 order, so any one of them is accepted; when one applies, exactly that one). A refusal must
 leave every row as it was (``tests.dbdump.dump`` before and after); a replay or a no-op
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -47,7 +50,14 @@ from tests.bankworld import POLICY, PROGRAMME, World
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import Ledger
-from timebank.bank import MemberView, ServiceView, TimeBank, credited_minutes
+from timebank.bank import (
+    GiftView,
+    MemberView,
+    RedemptionView,
+    ServiceView,
+    TimeBank,
+    credited_minutes,
+)
 from timebank.errors import (
     AccountStateError,
     ExistsError,
@@ -83,6 +93,16 @@ STATUS_REASONS = ("", "suspected fraud", "moved away")
 #: Station software in China passes Beijing time; the bank stores UTC.
 ZONES = (UTC, timezone(timedelta(hours=8)))
 LIVE = ("pending", "confirmed")
+#: Where minutes are redeemed, and who redeems there (a region administrator at a station).
+REDEEMERS = {"sunrise": "sunrise-op", "xinyuan-sw": ADMIN, "xinyuan-vol": ADMIN}
+#: Birth dates: the world's members are born in 1960 (grandma in 1938); the machine's people
+#: in 1950, except one too young to redeem.
+BORN = {"grandma": date(1938, 3, 3), "qian": date(2000, 1, 1)}
+WORLD_BORN = date(1960, 5, 1)
+NEW_BORN = date(1950, 1, 1)
+#: What one member is to another (``relate``); gifts go to spouses, parents and children.
+RELATIONS = ("parent", "child", "spouse", "friend")
+INVERSE = {"parent": "child", "child": "parent", "spouse": "spouse", "friend": "friend"}
 
 
 # --- the reference model -----------------------------------------------------------------------
@@ -93,8 +113,37 @@ class MMember:
     id: int
     acts_as: str
     home_site: str
+    born: date
     status: str = "active"
     reason: str = ""
+
+    def age(self, on: date) -> int:
+        return on.year - self.born.year - ((on.month, on.day) < (self.born.month, self.born.day))
+
+
+@dataclass
+class MLot:
+    id: int
+    member_id: int
+    source_entry_id: int
+    minutes: int
+    remaining: int
+    origin_site: str
+    earned_on: date
+    expires_on: date | None = None
+
+    def row(self) -> tuple[int, int, int, int, str, date, date | None]:
+        return (self.id, self.source_entry_id, self.minutes, self.remaining, self.origin_site,
+                self.earned_on, self.expires_on)
+
+
+@dataclass(frozen=True)
+class Spending:
+    """A redemption or a gift that succeeded: its arguments and its view."""
+
+    key: str
+    kwargs: dict[str, Any]
+    view: RedemptionView | GiftView
 
 
 @dataclass(frozen=True)
@@ -144,6 +193,7 @@ class MService:
     #: party ("operator", "recipient", "automatic") -> who confirmed, as the view shows it.
     parties: dict[str, str] = field(default_factory=dict)
     deposit_entry_id: int | None = None
+    lot_id: int | None = None
 
     @property
     def volunteer_id(self) -> int:
@@ -166,21 +216,38 @@ class Model:
         self.members: dict[int, MMember] = {}
         self.by_name: dict[str, int] = {}
         self.services: dict[int, MService] = {}
+        self.lots: dict[int, MLot] = {}
+        #: (member, other) -> what the member is to the other.
+        self.relations: dict[tuple[int, int], str] = {}
+        self.redeemed: dict[str, int] = dict.fromkeys(REDEEMERS, 0)
+        self.redemptions: dict[str, Spending] = {}
+        self.gifts: dict[str, Spending] = {}
 
     def balance(self, member_id: int) -> int:
-        return sum(s.credited for s in self.services.values()
-                   if s.volunteer_id == member_id and s.status == "confirmed")
+        return sum(lot.remaining for lot in self.lots.values() if lot.member_id == member_id)
 
-    def lots(self, member_id: int) -> list[tuple[int | None, int, int, str, date, None]]:
-        """(source entry, minutes, remaining, origin site, earned on, expires on) of every
-        lot the member's deposits made (earned on the programme's calendar day the service
-        ended): a reversal empties the service's own lot."""
-        return sorted(
-            (s.deposit_entry_id, s.credited, s.credited if s.status == "confirmed" else 0,
-             s.site, POLICY.local_date(s.recording.ended_at), None)
-            for s in self.services.values()
-            if s.volunteer_id == member_id and s.status in ("confirmed", "reversed")
-        )
+    def member_lots(self, member_id: int, *, open_only: bool = False) -> list[MLot]:
+        """The member's lots in consumption order: earned first, then created first."""
+        return sorted((lot for lot in self.lots.values() if lot.member_id == member_id
+                       and (lot.remaining > 0 or not open_only)),
+                      key=lambda lot: (lot.earned_on, lot.id))
+
+    def consume(self, member_id: int, minutes: int, first_lot_id: int | None = None
+                ) -> list[tuple[int, int]]:
+        """Take minutes first in, first out (``first_lot_id`` first): (lot id, minutes)."""
+        open_lots = self.member_lots(member_id, open_only=True)
+        open_lots.sort(key=lambda lot: lot.id != first_lot_id)
+        taken: list[tuple[int, int]] = []
+        left = minutes
+        for lot in open_lots:
+            if left == 0:
+                break
+            part = min(left, lot.remaining)
+            lot.remaining -= part
+            taken.append((lot.id, part))
+            left -= part
+        assert left == 0, "the model consumed more than the member holds"
+        return taken
 
     def issued(self, site: str) -> int:
         return -sum(s.credited for s in self.services.values()
@@ -233,9 +300,12 @@ class BankMachine(RuleBasedStateMachine):
         # The database as the last dump saw it, while no write has succeeded since.
         self._snapshot: Snapshot | None = None
         self.issued_accounts = {s: self.bank.site(PROGRAMME, s).issued_account for s in STATIONS}
+        self.redeemed_accounts = {s: self.bank.site(PROGRAMME, s).redeemed_account
+                                  for s in REDEEMERS}
         for name, member_id in self.world.members.items():
             view = self.bank.member(member_id)
-            self.model.members[member_id] = MMember(member_id, view.acts_as, view.home_site)
+            self.model.members[member_id] = MMember(member_id, view.acts_as, view.home_site,
+                                                    BORN.get(name, WORLD_BORN))
             self.model.by_name[name] = member_id
 
     def build_world(self) -> World:
@@ -343,6 +413,14 @@ class BankMachine(RuleBasedStateMachine):
         service.parties[party] = by
         service.deposit_entry_id = view.deposit_entry_id
         self.check_view(view, service)
+        made = [lot for lot in self.bank.lots(service.volunteer_id, open_only=False)
+                if lot.source_entry_id == view.deposit_entry_id]
+        assert len(made) == 1, made
+        service.lot_id = made[0].id
+        assert service.lot_id not in self.model.lots
+        self.model.lots[service.lot_id] = MLot(
+            service.lot_id, service.volunteer_id, made[0].source_entry_id, service.credited,
+            service.credited, service.site, POLICY.local_date(service.recording.ended_at))
 
     # -- members --------------------------------------------------------------------------
 
@@ -359,7 +437,7 @@ class BankMachine(RuleBasedStateMachine):
         def call() -> MemberView:
             return self.bank.register_member(
                 PROGRAMME, identity=f"ID-{name}", display_name=name.title(),
-                birth_date=date(1950, 1, 1), home_site=home, operator=RECORDER[home],
+                birth_date=BORN.get(name, NEW_BORN), home_site=home, operator=RECORDER[home],
                 acts_as=acts_as,  # type: ignore[arg-type]
             )
 
@@ -380,7 +458,7 @@ class BankMachine(RuleBasedStateMachine):
         assert view.id not in self.model.members
         assert (view.programme, view.kind, view.acts_as, view.home_site, view.status,
                 view.balance_minutes) == (PROGRAMME, "person", acts_as, home, "active", 0)
-        self.model.members[view.id] = MMember(view.id, acts_as, home)
+        self.model.members[view.id] = MMember(view.id, acts_as, home, BORN.get(name, NEW_BORN))
         self.model.by_name[name] = view.id
 
     @rule(data=st.data(), change=st.sampled_from([True, True, True, False]),
@@ -473,7 +551,8 @@ class BankMachine(RuleBasedStateMachine):
     @initialize(data=st.data(), count=st.integers(0, 3))
     def seed_services(self, data: st.DataObject, count: int) -> None:
         """A few services the world's volunteers gave grandma yesterday, so that confirming,
-        rejecting and reversing have something to work on from the first step."""
+        rejecting and reversing have something to work on from the first step; most of them
+        confirmed, so that there are minutes to redeem and give."""
         grandma = self.world.members["grandma"]
         for hour in range(count):
             volunteer = self.world.members[data.draw(st.sampled_from(["wang", "li", "zhao"]),
@@ -487,6 +566,12 @@ class BankMachine(RuleBasedStateMachine):
                             start, start + timedelta(minutes=minutes))
             assert not self.model.record_refusals(rec, self.now)
             self.record(rec, frozenset())
+            if data.draw(st.sampled_from([True, True, False]), label="confirmed"):
+                service = next(s for s in self.model.services.values() if s.recording == rec)
+                confirmer = CONFIRMER[rec.site]
+                view = self.wrote(partial(self.bank.confirm_service, service.id,
+                                          operator=confirmer))
+                self.confirmed(service, "operator", confirmer, view)
 
     @rule(data=st.data(), recipients=st.integers(1, 2), anyone=st.integers(0, 3),
           minutes=st.one_of(st.integers(1, MAX_MINUTES), st.integers(MAX_MINUTES - 5, 600)))
@@ -671,6 +756,193 @@ class BankMachine(RuleBasedStateMachine):
             event("reversed")
             service.status, service.reason = "reversed", reason
             self.check_view(view, service)
+            self.model.consume(service.volunteer_id, service.credited, service.lot_id)
+
+    # -- relations, redemptions and gifts -------------------------------------------------
+
+    def pick_member(self, data: st.DataObject, label: str, *, related: bool = False) -> int:
+        """Mostly a member with minutes to spend (and a relative, when ``related``) when
+        there is one, now and then anyone."""
+        rich = [m for m in self.member_ids() if self.model.balance(m) > 0]
+        if related and any((m, o) in self.model.relations
+                            for m in rich for o in self.member_ids()):
+            rich = [m for m in rich if any(k[0] == m for k in self.model.relations)]
+        anyone = data.draw(st.integers(0, 3), label=f"{label}: anyone") == 0
+        pool = rich if rich and not anyone else self.member_ids()
+        return data.draw(st.sampled_from(pool), label=label)
+
+    def draw_minutes(self, data: st.DataObject, member_id: int) -> int:
+        """Mostly at most the member's balance; now and then more than it."""
+        balance = self.model.balance(member_id)
+        if balance and data.draw(st.integers(0, 3), label="within balance"):
+            return data.draw(st.integers(1, balance), label="minutes")
+        return data.draw(st.integers(balance + 1, balance + 200), label="minutes")
+
+    @rule(data=st.data(), kind=st.sampled_from(RELATIONS))
+    def relate_members(self, data: st.DataObject, kind: str) -> None:
+        """``member`` is the ``kind`` of ``other`` (stored both ways); again: a no-op, or
+        refused when it says another kind."""
+        member, other = data.draw(st.lists(st.sampled_from(self.member_ids()), min_size=2,
+                                           max_size=2, unique=True), label="relatives")
+        self.relate(member, other, kind)
+
+    @initialize(data=st.data(), kind=st.sampled_from(RELATIONS))
+    def seed_relation(self, data: st.DataObject, kind: str) -> None:
+        """Two of the world's members related from the start, so that gifts can happen."""
+        names = data.draw(st.lists(st.sampled_from(sorted(self.world.members)), min_size=2,
+                                   max_size=2, unique=True), label="relatives")
+        self.relate(self.world.members[names[0]], self.world.members[names[1]], kind)
+
+    def relate(self, member: int, other: int, kind: str) -> None:
+        operator = RECORDER[self.model.members[member].home_site]
+
+        def call() -> None:
+            self.bank.relate(member, other, kind, operator=operator)  # type: ignore[arg-type]
+
+        stored = self.model.relations.get((member, other))
+        if stored is not None and stored != kind:
+            self.refused({ExistsError}, call)
+        elif stored is not None:
+            self.unchanged(call)
+        else:
+            self.wrote(call)
+            event(f"related: {kind}")
+            self.model.relations[member, other] = kind
+            self.model.relations[other, member] = INVERSE[kind]
+
+    def check_limit(self, exc: TimebankError, member_id: int, minutes: int) -> None:
+        if isinstance(exc, LimitExceededError):
+            assert (exc.available_minutes, exc.requested_minutes) == (
+                self.model.balance(member_id), minutes)
+
+    @rule(data=st.data(), site=st.sampled_from(sorted(REDEEMERS)),
+          service_type=st.sampled_from(SERVICE_TYPES),
+          for_other=st.sampled_from([False, False, False, True]))
+    def redeem(self, data: st.DataObject, site: str, service_type: str,
+               for_other: bool) -> None:
+        """A member's minutes pay for care for themselves (or, refused by this policy, for
+        somebody else, their spouse included): refused for a frozen member, a recipient under
+        60 or more minutes than the member has."""
+        member_id = self.pick_member(data, "member")
+        recipient_id = member_id
+        if for_other:
+            spouses = [o for (m, o), kind in self.model.relations.items()
+                       if m == member_id and kind == "spouse"]
+            others = [m for m in self.member_ids() if m != member_id]
+            recipient_id = data.draw(st.sampled_from(spouses or others), label="recipient")
+        minutes = self.draw_minutes(data, member_id)
+        self.keys += 1
+        kwargs: dict[str, Any] = {
+            "programme": PROGRAMME, "member_id": member_id, "site": site,
+            "service_type": service_type, "minutes": minutes, "operator": REDEEMERS[site],
+            "recipient_id": recipient_id if for_other else None}
+        key = f"red-{self.keys}"
+
+        def call() -> RedemptionView:
+            return self.bank.redeem(key, **kwargs)
+
+        member, recipient = self.model.members[member_id], self.model.members[recipient_id]
+        found: set[type[TimebankError]] = set()
+        if member.status != "active" or recipient.status != "active":
+            found.add(MemberStateError)
+        if recipient_id != member_id:
+            found.add(PolicyViolationError)  # spouse_redeems is off
+        if recipient.age(POLICY.local_date(self.now)) < (POLICY.redemption_min_age or 0):
+            found.add(PolicyViolationError)
+        if minutes > self.model.balance(member_id):
+            found.add(LimitExceededError)
+        if found:
+            self.check_limit(self.refused(found, call), member_id, minutes)
+            return
+        view = self.wrote(call)
+        event("redeemed")
+        taken = self.model.consume(member_id, minutes)
+        assert (view.idempotency_key, view.programme, view.member_id, view.recipient_id,
+                view.site, view.service_type, view.minutes, view.occurred_at,
+                view.redeemed_by) == (key, PROGRAMME, member_id, recipient_id, site,
+                                      service_type, minutes, self.now, REDEEMERS[site])
+        assert view.lots == tuple(sorted(taken))
+        self.model.redeemed[site] += minutes
+        self.model.redemptions[key] = Spending(key, kwargs, view)
+
+    @rule(data=st.data(), to=st.sampled_from(["relative", "relative", "relative", "anyone",
+                                              "self"]))
+    def give(self, data: st.DataObject, to: str) -> None:
+        """Minutes to a relative (spouse, parent or child); to a friend, a stranger or
+        oneself refused, as are more minutes than the giver has or a frozen party."""
+        giver_id = self.pick_member(data, "giver", related=True)
+        relatives = sorted(o for (m, o) in self.model.relations if m == giver_id)
+        if to == "self":
+            receiver_id = giver_id
+        else:
+            receiver_id = data.draw(st.sampled_from(
+                relatives if relatives and to == "relative" else self.member_ids()),
+                label="receiver")
+        minutes = self.draw_minutes(data, giver_id)
+        self.keys += 1
+        giver = self.model.members[giver_id]
+        operator = RECORDER[giver.home_site]
+        kwargs: dict[str, Any] = {"programme": PROGRAMME, "giver_id": giver_id,
+                                  "receiver_id": receiver_id, "minutes": minutes,
+                                  "operator": operator}
+        key = f"gift-{self.keys}"
+
+        def call() -> GiftView:
+            return self.bank.give(key, **kwargs)
+
+        found: set[type[TimebankError]] = set()
+        if receiver_id == giver_id:
+            found.update({InvalidInputError, PolicyViolationError})
+        if giver.status != "active" or self.model.members[receiver_id].status != "active":
+            found.add(MemberStateError)
+        giver_is = self.model.relations.get((giver_id, receiver_id))
+        if giver_is is None or INVERSE[giver_is] not in POLICY.gift_relations:
+            found.add(PolicyViolationError)
+        if minutes > self.model.balance(giver_id):
+            found.add(LimitExceededError)
+        if found:
+            self.check_limit(self.refused(found, call), giver_id, minutes)
+            return
+        view = self.wrote(call)
+        event(f"gave to {INVERSE[giver_is or 'friend']}")
+        taken = self.model.consume(giver_id, minutes)
+        assert (view.idempotency_key, view.programme, view.giver_id, view.receiver_id,
+                view.minutes, view.occurred_at, view.given_by) == (
+            key, PROGRAMME, giver_id, receiver_id, minutes, self.now, operator)
+        assert view.lots == tuple(sorted(taken))
+        made = sorted((lot for lot in self.bank.lots(receiver_id, open_only=False)
+                       if lot.source_entry_id == view.entry_id), key=lambda lot: lot.id)
+        assert len(made) == len(taken), (made, taken)
+        for new, (source_id, part) in zip(made, taken, strict=True):
+            source = self.model.lots[source_id]
+            assert new.id not in self.model.lots
+            self.model.lots[new.id] = MLot(new.id, receiver_id, view.entry_id, part, part,
+                                           source.origin_site, source.earned_on,
+                                           source.expires_on)
+        self.model.gifts[key] = Spending(key, kwargs, view)
+
+    @precondition(lambda self: bool(self.model.redemptions or self.model.gifts))
+    @rule(data=st.data(), more=st.sampled_from([0, 0, 1, -1]))
+    def replay_spending(self, data: st.DataObject, more: int) -> None:
+        """A redemption or a gift again with its key: the same content returns it and writes
+        nothing, whatever happened since; other minutes are a conflict."""
+        done = [*self.model.redemptions.values(), *self.model.gifts.values()]
+        spent = data.draw(st.sampled_from(done), label="spending")
+        kwargs = {**spent.kwargs, "minutes": spent.kwargs["minutes"] + more}
+        if kwargs["minutes"] == 0:
+            kwargs["minutes"] = 2
+
+        def call() -> RedemptionView | GiftView:
+            if isinstance(spent.view, RedemptionView):
+                return self.bank.redeem(spent.key, **kwargs)
+            return self.bank.give(spent.key, **kwargs)
+
+        if kwargs == spent.kwargs:
+            assert self.unchanged(call) == spent.view
+            return
+        exc = self.refused({IdempotencyConflictError}, call)
+        assert isinstance(exc, IdempotencyConflictError)
+        assert (exc.key, tuple(exc.fields)) == (spent.key, ("minutes",))
 
     # -- invariants -----------------------------------------------------------------------
 
@@ -687,10 +959,10 @@ class BankMachine(RuleBasedStateMachine):
             assert sum(lot.remaining_minutes for lot in open_lots) == expected, member
             assert all(lot.remaining_minutes > 0 for lot in open_lots)
             every = self.bank.lots(member.id, open_only=False)
-            assert sorted(
-                (lot.source_entry_id, lot.minutes, lot.remaining_minutes, lot.origin_site,
-                 lot.earned_on, lot.expires_on) for lot in every
-            ) == self.model.lots(member.id), member
+            assert [
+                (lot.id, lot.source_entry_id, lot.minutes, lot.remaining_minutes,
+                 lot.origin_site, lot.earned_on, lot.expires_on) for lot in every
+            ] == [lot.row() for lot in self.model.member_lots(member.id)], member
             assert all(lot.member_id == member.id for lot in every)
             order = [(lot.earned_on, lot.id) for lot in open_lots]
             assert order == sorted(order), "lots are listed first in, first out"
@@ -703,6 +975,8 @@ class BankMachine(RuleBasedStateMachine):
         for site, account in self.issued_accounts.items():
             assert account is not None
             assert posted.get(account, 0) == self.model.issued(site), site
+        for site, account in self.redeemed_accounts.items():
+            assert posted.get(account, 0) == self.model.redeemed[site], site
 
     @invariant()
     def services_match(self) -> None:
