@@ -430,6 +430,8 @@ def test_two_confirmations_when_the_policy_says_so(world: World) -> None:
                                       recipient_id=world.members["grandma"])
     assert full.status == "confirmed"
     assert set(full.confirmed_by) == {"conf-sw", f"member:{world.members['grandma']}"}
+    # The deposit names the operator who entered the confirmation that completed it.
+    assert world.bank.ledger.entry(full.deposit_entry_id or 0).operator == "rec-sw"
     # A service that started under version 1 needs one confirmation still.
     assert world.bank.confirm_service(before_change, operator="conf-sw").status == "confirmed"
 

@@ -195,10 +195,11 @@ def confirm(act: Act, service_id: int, operator: str, recipient_id: int | None) 
     if service.status != "pending":
         raise errors.ServiceStateError(f"service {service_id} is {service.status}")
     by = operator if recipient_id is None else f"member:{recipient_id}"
-    _add_confirmation(act, service, party, by)
+    _add_confirmation(act, service, party, by, operator)
 
 
-def _add_confirmation(act: Act, service: Row[Any], party: str, by: str) -> None:
+def _add_confirmation(act: Act, service: Row[Any], party: str, by: str, operator: str) -> None:
+    """Record ``by``'s confirmation (entered by ``operator``, whom the entry names)."""
     act.conn.execute(
         insert(confirmations).values(
             service_id=service.id, party=party, confirmed_by=by, confirmed_at=act.now
@@ -211,7 +212,7 @@ def _add_confirmation(act: Act, service: Row[Any], party: str, by: str) -> None:
     )
     _version, policy = policy_at(act.conn, service.programme_id, service.started_at)
     if "automatic" in parties or len(parties) >= policy.confirmations_required:
-        _deposit(act, service, by, policy)
+        _deposit(act, service, operator, policy)
 
 
 def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None:
@@ -225,7 +226,7 @@ def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None
         credit=account_code(act.conn, volunteer.account_id),
         amount_minutes=service.credited_minutes,
         code="deposit",
-        operator=operator[:64],
+        operator=operator,
         occurred_at=service.ended_at,
         memo=f"service {service.id}: {service.service_type}",
         metadata={
@@ -288,7 +289,7 @@ def confirm_due(act: Act, programme_code: str, as_of: datetime, operator: str) -
         volunteer = member_row(act.conn, locked.volunteer_id)
         if volunteer.status != "active":
             continue  # stays pending until the member is active again
-        _add_confirmation(act, locked, "automatic", operator)
+        _add_confirmation(act, locked, "automatic", operator, operator)
         confirmed += 1
         if confirmed == SERVICES_PER_SWEEP_MAX:
             break
