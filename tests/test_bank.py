@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.bankworld import POLICY, PROGRAMME, SECRET, World, build, refused
+from tests.bankworld import POLICY, PROGRAMME, SECRET, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
@@ -31,7 +31,7 @@ from timebank.bank import Policy, ServiceType, TimeBank, _lots, _org, credited_m
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    w = build(db_url, Clock())
+    w = fresh(db_url, Clock())
     try:
         yield w
     finally:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.bankworld import POLICY, PROGRAMME, World, build, refused
+from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import InvalidInputError, PermissionDeniedError
@@ -17,7 +17,7 @@ from timebank import InvalidInputError, PermissionDeniedError
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    w = build(db_url, Clock())
+    w = fresh(db_url, Clock())
     try:
         yield w
     finally:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.bankworld import POLICY, PROGRAMME, World, build, refused
+from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
@@ -27,7 +27,7 @@ from timebank.bank import GiftView
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    w = build(db_url, Clock())
+    w = fresh(db_url, Clock())
     m = w.members
     w.bank.relate(m["wang"], m["grandma"], "child", operator="rec-sw")  # grandma: his mother
     w.bank.relate(m["wang"], m["li"], "friend", operator="rec-sw")

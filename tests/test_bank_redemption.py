@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.bankworld import POLICY, PROGRAMME, World, build, refused
+from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
@@ -27,7 +27,7 @@ from timebank.bank import RedemptionView
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    w = build(db_url, Clock())
+    w = fresh(db_url, Clock())
     try:
         yield w
     finally:

@@ -1028,12 +1028,12 @@ class MariaDBBankMachine(BankMachine):
         return bankworld.build(self.server_url, self.clock)
 
 
-SQLITE_SETTINGS = settings(max_examples=25, stateful_step_count=25, deadline=None,
+SQLITE_SETTINGS = settings(max_examples=20, stateful_step_count=25, deadline=None,
                            suppress_health_check=[HealthCheck.too_slow])
-POSTGRES_SETTINGS = settings(max_examples=8, stateful_step_count=25, deadline=None,
+POSTGRES_SETTINGS = settings(max_examples=6, stateful_step_count=25, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
 # Each MariaDB example drops and creates a database: shrink one failure, not every one.
-MARIADB_SETTINGS = settings(max_examples=5, stateful_step_count=25, deadline=None,
+MARIADB_SETTINGS = settings(max_examples=4, stateful_step_count=25, deadline=None,
                             suppress_health_check=[HealthCheck.too_slow],
                             report_multiple_bugs=False)
 

@@ -1119,12 +1119,12 @@ class MariaDBLedgerMachine(LedgerMachine):
         return self.server_url
 
 
-SQLITE_SETTINGS = settings(max_examples=75, stateful_step_count=30, deadline=None,
+SQLITE_SETTINGS = settings(max_examples=50, stateful_step_count=30, deadline=None,
                            suppress_health_check=[HealthCheck.too_slow])
-POSTGRES_SETTINGS = settings(max_examples=20, stateful_step_count=30, deadline=None,
+POSTGRES_SETTINGS = settings(max_examples=12, stateful_step_count=30, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
 # Each MariaDB example drops and creates a database: shrink one failure, not every one.
-MARIADB_SETTINGS = settings(max_examples=15, stateful_step_count=30, deadline=None,
+MARIADB_SETTINGS = settings(max_examples=10, stateful_step_count=30, deadline=None,
                             suppress_health_check=[HealthCheck.too_slow],
                             report_multiple_bugs=False)
 
