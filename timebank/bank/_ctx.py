@@ -53,3 +53,9 @@ def account_code(conn: Connection, account_id: int) -> str:
         select(accounts.c.code).where(accounts.c.id == account_id)
     ).scalar_one()
     return code
+
+
+def code_of(conn: Connection, table: Any, row_id: int) -> str:
+    """The ``code`` of row ``row_id`` of ``table`` (programmes, regions, sites)."""
+    code: str = conn.execute(select(table.c.code).where(table.c.id == row_id)).scalar_one()
+    return code

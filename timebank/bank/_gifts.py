@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, func, insert, select
 
 from timebank import errors
 from timebank.bank import _lots
-from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at
 from timebank.bank._people import home_site, member_row
 from timebank.bank.models import INVERSE_RELATION, GiftView, Policy
@@ -136,22 +136,15 @@ def _move_lots(
 
 def view(conn: Connection, gift_id: int) -> GiftView:
     row = one(conn, select(gifts).where(gifts.c.id == gift_id), "gift", gift_id)
-    taken = conn.execute(
-        select(lot_uses.c.lot_id, lot_uses.c.minutes)
-        .where(lot_uses.c.entry_id == row.entry_id)
-        .order_by(lot_uses.c.lot_id)
-    ).all()
     return GiftView(
         id=row.id,
         idempotency_key=row.idempotency_key,
-        programme=conn.execute(
-            select(programmes.c.code).where(programmes.c.id == row.programme_id)
-        ).scalar_one(),
+        programme=code_of(conn, programmes, row.programme_id),
         giver_id=row.giver_id,
         receiver_id=row.receiver_id,
         minutes=row.minutes,
         occurred_at=row.occurred_at,
         given_by=row.given_by,
         entry_id=row.entry_id,
-        lots=tuple((lot, minutes) for lot, minutes in taken),
+        lots=_lots.used_by(conn, row.entry_id),
     )

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from sqlalchemy import Connection, func, insert, select, update
 
 from timebank import errors
-from timebank.bank.schema import lots
+from timebank.bank.schema import lot_uses, lots
 
 
 def create(
@@ -91,3 +91,13 @@ def open_total(conn: Connection, member_id: int) -> int:
         )
     ).scalar_one()
     return int(total)
+
+
+def used_by(conn: Connection, entry_id: int) -> tuple[tuple[int, int], ...]:
+    """(lot id, minutes) that the entry took, by lot id."""
+    rows = conn.execute(
+        select(lot_uses.c.lot_id, lot_uses.c.minutes)
+        .where(lot_uses.c.entry_id == entry_id)
+        .order_by(lot_uses.c.lot_id)
+    )
+    return tuple((lot, minutes) for lot, minutes in rows)

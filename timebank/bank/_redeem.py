@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, insert, select
 
 from timebank import errors
 from timebank.bank import _lots
-from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank._people import birth_date_of, member_row
 from timebank.bank.models import Policy, RedemptionView
@@ -134,24 +134,17 @@ def view(conn: Connection, redemption_id: int) -> RedemptionView:
         "redemption",
         redemption_id,
     )
-    taken = conn.execute(
-        select(lot_uses.c.lot_id, lot_uses.c.minutes)
-        .where(lot_uses.c.entry_id == row.entry_id)
-        .order_by(lot_uses.c.lot_id)
-    ).all()
     return RedemptionView(
         id=row.id,
         idempotency_key=row.idempotency_key,
-        programme=conn.execute(
-            select(programmes.c.code).where(programmes.c.id == row.programme_id)
-        ).scalar_one(),
+        programme=code_of(conn, programmes, row.programme_id),
         member_id=row.member_id,
         recipient_id=row.recipient_id,
-        site=conn.execute(select(sites.c.code).where(sites.c.id == row.site_id)).scalar_one(),
+        site=code_of(conn, sites, row.site_id),
         service_type=row.service_type,
         minutes=row.minutes,
         occurred_at=row.occurred_at,
         redeemed_by=row.redeemed_by,
         entry_id=row.entry_id,
-        lots=tuple((lot, minutes) for lot, minutes in taken),
+        lots=_lots.used_by(conn, row.entry_id),
     )

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from timebank import errors
 from timebank.bank import _lots
-from timebank.bank._ctx import Act, account_code, one, programme_row
+from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import Actor, actor, authorize, policy_at, site_row
 from timebank.bank._people import member_row, require_active
 from timebank.bank.limits import RECIPIENTS_PER_SERVICE_MAX, SERVICES_PER_SWEEP_MAX
@@ -363,13 +363,6 @@ def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
 
 def view(conn: Connection, service_id: int) -> ServiceView:
     row = service_row(conn, service_id)
-    site_code = conn.execute(select(sites.c.code).where(sites.c.id == row.site_id)).scalar_one()
-    programme = conn.execute(
-        select(sites.c.programme_id).where(sites.c.id == row.site_id)
-    ).scalar_one()
-    programme_code = conn.execute(
-        select(programmes.c.code).where(programmes.c.id == programme)
-    ).scalar_one()
     by = conn.execute(
         select(confirmations.c.confirmed_by)
         .where(confirmations.c.service_id == service_id)
@@ -378,10 +371,10 @@ def view(conn: Connection, service_id: int) -> ServiceView:
     return ServiceView(
         id=row.id,
         idempotency_key=row.idempotency_key,
-        programme=programme_code,
+        programme=code_of(conn, programmes, row.programme_id),
         volunteer_id=row.volunteer_id,
         recipient_ids=_recipients(conn, service_id),
-        site=site_code,
+        site=code_of(conn, sites, row.site_id),
         service_type=row.service_type,
         started_at=row.started_at,
         ended_at=row.ended_at,

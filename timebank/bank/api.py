@@ -16,7 +16,7 @@ from timebank import errors
 from timebank._db import is_retryable
 from timebank._minutes import as_minutes
 from timebank.bank import _expiry, _gifts, _lots, _org, _people, _redeem, _services
-from timebank.bank._ctx import Act, account_code, programme_row
+from timebank.bank._ctx import Act, account_code, code_of, programme_row
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
     NOTE_LENGTH_MAX,
@@ -526,8 +526,8 @@ class TimeBank:
                 .where(operator_roles.c.operator_id == row.id)
                 .order_by(operator_roles.c.role)
             ).scalars()
-            site = None if row.site_id is None else _code_of(conn, sites, row.site_id)
-            region = None if row.region_id is None else _code_of(conn, regions, row.region_id)
+            site = None if row.site_id is None else code_of(conn, sites, row.site_id)
+            region = None if row.region_id is None else code_of(conn, regions, row.region_id)
             return OperatorView(
                 programme=programme,
                 code=row.code,
@@ -545,10 +545,10 @@ class TimeBank:
             code = account_code(conn, row.account_id)
             return MemberView(
                 id=row.id,
-                programme=_code_of(conn, programmes, row.programme_id),
+                programme=code_of(conn, programmes, row.programme_id),
                 kind=row.kind,
                 acts_as=row.acts_as,
-                home_site=_code_of(conn, sites, row.home_site_id),
+                home_site=code_of(conn, sites, row.home_site_id),
                 account=code,
                 status=row.status,
                 status_reason=row.status_reason,
@@ -599,7 +599,7 @@ class TimeBank:
                     member_id=row.member_id,
                     minutes=row.minutes,
                     remaining_minutes=row.remaining_minutes,
-                    origin_site=_code_of(conn, sites, row.origin_site_id),
+                    origin_site=code_of(conn, sites, row.origin_site_id),
                     earned_on=row.earned_on,
                     expires_on=row.expires_on,
                     source_entry_id=row.source_entry_id,
@@ -619,11 +619,6 @@ class TimeBank:
             raise errors.InvalidInputError(
                 f"no identity secret for programme {programme!r}: pass it in identity_secrets"
             ) from None
-
-
-def _code_of(conn: Connection, table: Any, row_id: int) -> str:
-    code: str = conn.execute(select(table.c.code).where(table.c.id == row_id)).scalar_one()
-    return code
 
 
 def _text(**values: str) -> None:
