@@ -89,8 +89,8 @@ class RawMany:
         """The rows as PostgreSQL array parameters, one per column, named ``prefix + name``:
         for a caller that sends this statement as part of a larger one."""
         _sql, _order, processors = self._prepare(conn)
-        columns: Iterable[Sequence[Any]] = zip(*rows, strict=True) if rows else [()] * len(
-            self.names
+        columns: Iterable[Sequence[Any]] = (
+            zip(*rows, strict=True) if rows else [()] * len(self.names)
         )
         return {
             prefix + name: _convert(column, processor)

@@ -18,6 +18,7 @@ that a plain ``except`` would expect, so callers may catch either::
     ├── RefusedError (ValueError)                well-formed, but the ledger's state refuses it
     │   ├── AccountStateError                    account frozen / closed / not empty
     │   ├── LimitExceededError                   would pass an account's floor or ceiling
+    │   │   └── CapExceededError                 a member's storage cap (the policy's)
     │   ├── HoldExpiredError
     │   ├── MemberStateError                     member frozen, deceased or closed
     │   ├── PolicyViolationError                 the programme's policy does not allow it
@@ -49,6 +50,7 @@ __all__ = [
     "AccountStateError",
     "AlreadyReversedError",
     "BankObjectNotFoundError",
+    "CapExceededError",
     "ConcurrencyError",
     "ConflictError",
     "EntryNotFoundError",
@@ -160,9 +162,22 @@ class LimitExceededError(RefusedError):
         else:
             detail = (
                 f"would receive {requested_minutes} minutes but only {available_minutes} fit "
-                f"under its ceiling of {limit_minutes}"
+                f"under its {limit} of {limit_minutes}"
             )
         super().__init__(f"account {account!r} {detail}")
+
+
+class CapExceededError(LimitExceededError):
+    """A member would hold more minutes than the policy's storage cap allows."""
+
+    def __init__(self, account: str, *, cap_minutes: int, room_minutes: int, requested: int):
+        super().__init__(
+            account,
+            limit="storage cap",
+            limit_minutes=cap_minutes,
+            available_minutes=room_minutes,
+            requested_minutes=requested,
+        )
 
 
 class HoldExpiredError(RefusedError):

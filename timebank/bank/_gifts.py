@@ -1,6 +1,7 @@
 """Gifts: a member gives minutes to a relative (or a friend) as the policy allows, within an
-optional yearly limit. The minutes leave the giver's lots first in, first out and arrive as
-lots of the receiver that keep each lot's origin station, earned day and expiry."""
+optional yearly limit and the receiver's storage cap. The minutes leave the giver's lots
+first in, first out and arrive as lots of the receiver that keep each lot's origin
+station, earned day and expiry."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from timebank.bank import _lots
 from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at
 from timebank.bank._people import home_site, member_row
+from timebank.bank._pools import require_room
 from timebank.bank.models import INVERSE_RELATION, GiftView, Policy
-from timebank.bank.schema import gifts, lot_uses, lots, programmes, relations
+from timebank.bank.schema import gifts, programmes, relations
 
 _COMPARED = ("giver_id", "receiver_id", "minutes")
 
@@ -38,6 +40,7 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
     _, policy = policy_at(act.conn, programme.id, act.now)
     _check(act.conn, programme.id, giver, receiver, policy)
     _check_yearly_limit(act.conn, giver.id, data["minutes"], policy, act.now)
+    require_room(act, receiver, data["minutes"], policy)
     entry = act.tx.transfer(
         f"gift:{key}",
         debit=account_code(act.conn, giver.account_id),
@@ -48,8 +51,8 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         occurred_at=act.now,
         memo=f"gift from member {giver.id} to member {receiver.id}",
     )
-    taken = _lots.consume(act.conn, giver.id, data["minutes"])
-    _move_lots(act.conn, taken, receiver.id, entry.id)
+    receiving = _lots.Destination(_lots.MEMBER, receiver.id)
+    _lots.move(act.conn, _lots.MEMBER, giver.id, [(receiving, data["minutes"])], entry.id)
     gift_id: int = act.conn.execute(
         insert(gifts)
         .values(
@@ -75,6 +78,10 @@ def _check(
     for person in (giver, receiver):
         if person.status != "active":
             raise errors.MemberStateError(f"member {person.id} is {person.status}")
+    if policy.groups_donate_only and giver.kind == "group":
+        raise errors.PolicyViolationError(
+            f"member {giver.id} is a group: the policy lets groups only donate their minutes"
+        )
     kind = conn.execute(
         select(relations.c.kind).where(
             relations.c.member_id == giver.id, relations.c.other_id == receiver.id
@@ -108,29 +115,6 @@ def _check_yearly_limit(
         raise errors.PolicyViolationError(
             f"member {giver_id} has given {given} of the {limit} minutes a year allows; "
             f"{limit - int(given)} remain, {minutes} asked"
-        )
-
-
-def _move_lots(
-    conn: Connection, taken: list[tuple[int, int]], receiver_id: int, entry_id: int
-) -> None:
-    """Each slice taken from the giver becomes a lot of the receiver with the same origin,
-    earned day and expiry, linked to the lot it came from."""
-    conn.execute(
-        insert(lot_uses), [{"entry_id": entry_id, "lot_id": lot, "minutes": m} for lot, m in taken]
-    )
-    for lot_id, minutes in taken:
-        source = conn.execute(select(lots).where(lots.c.id == lot_id)).one()
-        _lots.create(
-            conn,
-            member_id=receiver_id,
-            minutes=minutes,
-            origin_site_id=source.origin_site_id,
-            earned_on=source.earned_on,
-            expiry_days=None,
-            expires_on=source.expires_on,
-            source_entry_id=entry_id,
-            parent_lot_id=lot_id,
         )
 
 

@@ -9,14 +9,21 @@ import unicodedata
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from timebank import errors
 from timebank.bank._ctx import Act, account_code, differences, one, programme_row
-from timebank.bank._org import authorize, site_row
+from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank.limits import IDENTITY_LENGTH_MAX
 from timebank.bank.models import INVERSE_RELATION
-from timebank.bank.schema import members, personal, relations, sites
+from timebank.bank.schema import (
+    beneficiaries,
+    member_attributes,
+    members,
+    personal,
+    relations,
+    sites,
+)
 from timebank.models import AccountSpec
 
 
@@ -164,6 +171,9 @@ def set_status(act: Act, member_id: int, status: str, reason: str, operator: str
             f"member {member_id} is {member.status}: it cannot become {status}"
         )
     account = act.tx.account(account_code(act.conn, member.account_id))
+    if status == "deceased":
+        _settle_death(act, member, reason, operator)
+        account = act.tx.account(account.code)
     if status == "closed":
         act.tx.close(account.code, reason=reason)
     elif status in ("frozen", "deceased") and account.status == "open":
@@ -173,6 +183,72 @@ def set_status(act: Act, member_id: int, status: str, reason: str, operator: str
     act.conn.execute(
         update(members).where(members.c.id == member_id).values(status=status, status_reason=reason)
     )
+
+
+def _settle_death(act: Act, member: Row[Any], reason: str, operator: str) -> None:
+    """Release the member's bookings and pass their minutes on (``Policy.estate_to``)."""
+    from timebank.bank import _bookings, _pools  # noqa: PLC0415 - they build on this module
+
+    code = account_code(act.conn, member.account_id)
+    if act.tx.account(code).status == "frozen":
+        act.tx.unfreeze(code, reason="estate")
+    _bookings.cancel_all(act, member.id, reason or "deceased", operator)
+    _, policy = policy_at(act.conn, member.programme_id, act.now)
+    heir = None
+    if policy.estate_to == "beneficiary":
+        heir_id = act.conn.execute(
+            select(beneficiaries.c.beneficiary_id).where(beneficiaries.c.member_id == member.id)
+        ).scalar()
+        if heir_id is not None:
+            heir = member_row(act.conn, heir_id, lock=True)
+            if heir.status != "active":
+                heir = None  # a frozen, deceased or closed heir receives nothing: the pool does
+    _pools.settle_estate(act, member, heir, policy, operator)
+
+
+def set_beneficiary(act: Act, member_id: int, beneficiary_id: int | None, operator: str) -> None:
+    """Designate (or, with None, withdraw) whom the member's minutes pass to on their death.
+    Entered by a recorder of the member's home station; both are active people of the same
+    programme."""
+    member = member_row(act.conn, member_id, lock=True)
+    authorize(act.conn, member.programme_id, operator, "recorder", site=home_site(act.conn, member))
+    if member.status != "active":
+        raise errors.MemberStateError(f"member {member_id} is {member.status}")
+    act.conn.execute(delete(beneficiaries).where(beneficiaries.c.member_id == member_id))
+    if beneficiary_id is None:
+        return
+    if beneficiary_id == member_id:
+        raise errors.InvalidInputError("a member is not their own beneficiary")
+    heir = member_row(act.conn, beneficiary_id)
+    if heir.programme_id != member.programme_id:
+        raise errors.BankObjectNotFoundError("member", beneficiary_id)
+    if heir.status != "active":
+        raise errors.MemberStateError(f"member {beneficiary_id} is {heir.status}")
+    act.conn.execute(
+        insert(beneficiaries).values(
+            member_id=member_id, beneficiary_id=beneficiary_id, set_by=operator, set_at=act.now
+        )
+    )
+
+
+def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operator: str) -> None:
+    """Replace the member's priority attributes (administrators of a region at or above the
+    member's home): the grant rules of the policy name them."""
+    member = member_row(act.conn, member_id, lock=True)
+    authorize(
+        act.conn,
+        member.programme_id,
+        operator,
+        "administrator",
+        site=home_site(act.conn, member),
+        region_admin=True,
+    )
+    act.conn.execute(delete(member_attributes).where(member_attributes.c.member_id == member_id))
+    if attributes:
+        act.conn.execute(
+            insert(member_attributes),
+            [{"member_id": member_id, "attribute": name} for name in sorted(attributes)],
+        )
 
 
 def require_active(conn: Connection, member_ids: list[int], programme_id: int) -> None:

@@ -4,7 +4,7 @@ first out, and each lot used is recorded: where the redeemed minutes were earned
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select
@@ -14,8 +14,8 @@ from timebank.bank import _lots
 from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank._people import birth_date_of, member_row
-from timebank.bank.models import Policy, RedemptionView
-from timebank.bank.schema import lot_uses, programmes, redemptions, relations, sites
+from timebank.bank.models import Policy, RedemptionView, age_on
+from timebank.bank.schema import programmes, redemptions, relations, sites
 
 _COMPARED = ("member_id", "recipient_id", "site_id", "service_type", "minutes", "occurred_at")
 
@@ -43,7 +43,7 @@ def redeem(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
         )
     member = member_row(act.conn, data["member_id"], lock=True)
     recipient = member_row(act.conn, data["recipient_id"])
-    _check_people(act.conn, programme.id, member, recipient, policy, occurred_at)
+    check_people(act.conn, programme.id, member, recipient, policy, occurred_at)
     entry = act.tx.transfer(
         f"redemption:{key}",
         debit=account_code(act.conn, member.account_id),
@@ -55,19 +55,17 @@ def redeem(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
         memo=f"{data['service_type']} for member {recipient.id}",
         metadata={"recipient_id": recipient.id, "service_type": data["service_type"]},
     )
-    taken = _lots.consume(act.conn, member.id, data["minutes"])
-    act.conn.execute(
-        insert(lot_uses), [{"entry_id": entry.id, "lot_id": lot, "minutes": m} for lot, m in taken]
-    )
+    return record(act, programme.id, key, {**wanted, "redeemed_by": operator}, entry.id)
+
+
+def record(act: Act, programme_id: int, key: str, row: dict[str, Any], entry_id: int) -> int:
+    """The redemption row of a posted entry, and the member's lots it used (first in, first
+    out): shared by a redemption and a completed booking."""
+    taken = _lots.consume(act.conn, row["member_id"], row["minutes"])
+    _lots.record_uses(act.conn, entry_id, taken)
     redemption_id: int = act.conn.execute(
         insert(redemptions)
-        .values(
-            programme_id=programme.id,
-            idempotency_key=key,
-            **wanted,
-            redeemed_by=operator,
-            entry_id=entry.id,
-        )
+        .values(programme_id=programme_id, idempotency_key=key, **row, entry_id=entry_id)
         .returning(redemptions.c.id)
     ).scalar_one()
     return redemption_id
@@ -87,7 +85,7 @@ def _same(
         raise errors.IdempotencyConflictError(key, fields)
 
 
-def _check_people(  # noqa: PLR0917 - the parties and the rules that judge them
+def check_people(  # noqa: PLR0917 - the parties and the rules that judge them
     conn: Connection,
     programme_id: int,
     member: Row[Any],
@@ -100,6 +98,10 @@ def _check_people(  # noqa: PLR0917 - the parties and the rules that judge them
             raise errors.BankObjectNotFoundError("member", person.id)
         if person.status != "active":
             raise errors.MemberStateError(f"member {person.id} is {person.status}")
+    if policy.groups_donate_only and member.kind == "group":
+        raise errors.PolicyViolationError(
+            f"member {member.id} is a group: the policy lets groups only donate their minutes"
+        )
     if recipient.id != member.id:
         spouse = conn.execute(
             select(relations.c.kind).where(
@@ -112,7 +114,7 @@ def _check_people(  # noqa: PLR0917 - the parties and the rules that judge them
                 + (" or their spouse's" if policy.spouse_redeems else "")
                 + f", not member {recipient.id}'s"
             )
-    age = _age(birth_date_of(conn, recipient.id), policy.local_date(when))
+    age = age_on(birth_date_of(conn, recipient.id), policy.local_date(when))
     by_age = policy.redemption_min_age is not None and age >= policy.redemption_min_age
     by_need = policy.need_redeems and bool(recipient.assessed_need)
     if not (by_age or by_need):
@@ -121,10 +123,6 @@ def _check_people(  # noqa: PLR0917 - the parties and the rules that judge them
             f"{policy.redemption_min_age}"
             + (" or with an assessed need" if policy.need_redeems else "")
         )
-
-
-def _age(born: date, on: date) -> int:
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 def view(conn: Connection, redemption_id: int) -> RedemptionView:

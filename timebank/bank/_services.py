@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 
 from timebank import errors
-from timebank.bank import _lots
+from timebank.bank import _lots, _pools
 from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import Actor, actor, authorize, policy_at, site_row
 from timebank.bank._people import member_row, require_active
@@ -19,6 +19,7 @@ from timebank.bank.schema import (
     confirmations,
     lots,
     members,
+    pool_lots,
     programmes,
     regions,
     service_recipients,
@@ -216,15 +217,25 @@ def _add_confirmation(act: Act, service: Row[Any], party: str, by: str, operator
 
 
 def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None:
+    """Post the deposit and create its lot. The weight is the service's policy's; the
+    storage cap is the one in force now: over it, the deposit is refused (the service stays
+    pending) or its excess goes to the pool of the volunteer's home region."""
     volunteer = member_row(act.conn, service.volunteer_id)
     if volunteer.status != "active":
         raise errors.MemberStateError(f"member {volunteer.id} is {volunteer.status}")
     site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
-    entry = act.tx.transfer(
+    _, policy_now = policy_at(act.conn, service.programme_id, act.now)
+    kept, excess = _pools.split_at_cap(act, volunteer, service.credited_minutes, policy_now)
+    region_id = _pools.home_region_id(act.conn, volunteer)
+    legs = {
+        account_code(act.conn, site.issued_account_id): -service.credited_minutes,
+        account_code(act.conn, volunteer.account_id): kept,
+        _pools.pool_code(act.conn, region_id): excess,
+    }
+    entry_id = _pools.post_legs(
+        act,
         f"service-{service.id}-deposit",
-        debit=account_code(act.conn, site.issued_account_id),
-        credit=account_code(act.conn, volunteer.account_id),
-        amount_minutes=service.credited_minutes,
+        legs,
         code="deposit",
         operator=operator,
         occurred_at=service.ended_at,
@@ -235,22 +246,43 @@ def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None
             "raw_minutes": service.raw_minutes,
             "weight_permille": service.weight_permille,
             "credited_minutes": service.credited_minutes,
+            "diverted_minutes": excess,
         },
     )
-    _lots.create(
-        act.conn,
-        member_id=volunteer.id,
-        minutes=service.credited_minutes,
-        origin_site_id=site.id,
-        earned_on=policy.local_date(service.ended_at),
-        expiry_days=policy.lot_expiry_days,
-        source_entry_id=entry.id,
-    )
+    earned_on = policy.local_date(service.ended_at)
+    if kept:
+        _lots.create(
+            act.conn,
+            member_id=volunteer.id,
+            minutes=kept,
+            origin_site_id=site.id,
+            earned_on=earned_on,
+            expiry_days=policy.lot_expiry_days,
+            source_entry_id=entry_id,
+        )
+    if excess:
+        _lots.create_pool_lot(
+            act.conn,
+            region_id=region_id,
+            minutes=excess,
+            origin_site_id=site.id,
+            earned_on=earned_on,
+            source_entry_id=entry_id,
+        )
     act.conn.execute(
         update(services)
         .where(services.c.id == service.id)
-        .values(status="confirmed", deposit_entry_id=entry.id, decided_at=act.now)
+        .values(status="confirmed", deposit_entry_id=entry_id, decided_at=act.now)
     )
+
+
+def _fits_cap(act: Act, service: Row[Any], volunteer: Row[Any]) -> bool:
+    """Whether the deposit would be accepted under the storage cap in force now."""
+    _, policy = policy_at(act.conn, service.programme_id, act.now)
+    if policy.cap_excess == "pool":
+        return True
+    left = _pools.room(act, volunteer, policy)
+    return left is None or service.credited_minutes <= left
 
 
 def reject(act: Act, service_id: int, reason: str, operator: str) -> None:
@@ -287,8 +319,8 @@ def confirm_due(act: Act, programme_code: str, as_of: datetime, operator: str) -
         if locked.status != "pending":
             continue
         volunteer = member_row(act.conn, locked.volunteer_id)
-        if volunteer.status != "active":
-            continue  # stays pending until the member is active again
+        if volunteer.status != "active" or not _fits_cap(act, locked, volunteer):
+            continue  # stays pending until the member is active again, or has room
         _add_confirmation(act, locked, "automatic", operator, operator)
         confirmed += 1
         if confirmed == SERVICES_PER_SWEEP_MAX:
@@ -348,9 +380,19 @@ def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
         reason=reason,
     )
     own_lot = act.conn.execute(
-        select(lots.c.id).where(lots.c.source_entry_id == service.deposit_entry_id)
-    ).scalar()
-    _lots.consume(act.conn, service.volunteer_id, service.credited_minutes, first_lot_id=own_lot)
+        select(lots.c.id, lots.c.minutes).where(lots.c.source_entry_id == service.deposit_entry_id)
+    ).first()
+    if own_lot is not None:
+        _lots.consume(act.conn, volunteer.id, own_lot.minutes, first_lot_id=own_lot.id)
+    pool_lot = _diverted_lot(act.conn, service.deposit_entry_id)
+    if pool_lot is not None:
+        _lots.consume(
+            act.conn,
+            pool_lot.region_id,
+            pool_lot.minutes,
+            first_lot_id=pool_lot.id,
+            holder=_lots.POOL,
+        )
     act.conn.execute(
         update(services)
         .where(services.c.id == service_id)
@@ -358,11 +400,24 @@ def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
     )
 
 
+def _diverted_lot(conn: Connection, deposit_entry_id: int | None) -> Row[Any] | None:
+    """The pool lot a deposit made of the minutes over the volunteer's cap, if any."""
+    if deposit_entry_id is None:
+        return None
+    row = conn.execute(
+        select(pool_lots.c.id, pool_lots.c.region_id, pool_lots.c.minutes).where(
+            pool_lots.c.source_entry_id == deposit_entry_id
+        )
+    ).first()
+    return row  # type: ignore[return-value]
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
 def view(conn: Connection, service_id: int) -> ServiceView:
     row = service_row(conn, service_id)
+    diverted = _diverted_lot(conn, row.deposit_entry_id)
     by = conn.execute(
         select(confirmations.c.confirmed_by)
         .where(confirmations.c.service_id == service_id)
@@ -390,4 +445,5 @@ def view(conn: Connection, service_id: int) -> ServiceView:
         confirmed_by=tuple(by),
         deposit_entry_id=row.deposit_entry_id,
         reversal_entry_id=row.reversal_entry_id,
+        diverted_minutes=0 if diverted is None else diverted.minutes,
     )

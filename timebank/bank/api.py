@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
@@ -15,7 +15,18 @@ from sqlalchemy import exc as sa_exc
 from timebank import errors
 from timebank._db import is_retryable
 from timebank._minutes import as_minutes
-from timebank.bank import _expiry, _gifts, _lots, _org, _people, _redeem, _services
+from timebank.bank import (
+    _bookings,
+    _expiry,
+    _exposure,
+    _gifts,
+    _lots,
+    _org,
+    _people,
+    _pools,
+    _redeem,
+    _services,
+)
 from timebank.bank._ctx import Act, account_code, code_of, programme_row
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
@@ -25,7 +36,10 @@ from timebank.bank.limits import (
 )
 from timebank.bank.models import (
     ActsAs,
+    BookingView,
+    ExposureView,
     GiftView,
+    GrantCandidate,
     LotView,
     MemberKind,
     MemberStatus,
@@ -34,6 +48,7 @@ from timebank.bank.models import (
     PersonalData,
     Policy,
     PolicyView,
+    PoolMoveView,
     ProgrammeView,
     RedemptionView,
     RegionLevel,
@@ -46,6 +61,7 @@ from timebank.bank.models import (
     require,
 )
 from timebank.bank.schema import (
+    beneficiaries,
     lots,
     members,
     operator_roles,
@@ -61,6 +77,9 @@ from timebank.ledger import Ledger, LedgerTransaction
 from timebank.limits import ATTEMPTS_MAX, KEY_LENGTH_MAX, MEMO_LENGTH_MAX, OPERATOR_LENGTH_MAX
 
 T = TypeVar("T")
+
+#: How long a booking stays open after its scheduled time, unless ``expires_at`` says.
+BOOKING_GRACE = timedelta(days=1)
 
 
 class TimeBank:
@@ -353,20 +372,13 @@ class TimeBank:
         (``redemption_min_age``) or assessed need. Insufficient minutes raise
         LimitExceededError with ``available_minutes``. The minutes leave the member's lots
         first in, first out; the redemption keeps which lots (where they were earned)."""
-        require(
-            0 < len(idempotency_key) <= REDEMPTION_KEY_LENGTH_MAX,
-            f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
-        )
-        require(
-            occurred_at is None
-            or (isinstance(occurred_at, datetime) and occurred_at.utcoffset() is not None),
-            "occurred_at must be a timezone-aware datetime",
-        )
+        _key(idempotency_key)
+        # A completed booking's redemption is keyed "booking:<its key>".
+        require(not idempotency_key.startswith("booking:"), "'booking:' keys are reserved")
+        require(occurred_at is None or _aware(occurred_at), "occurred_at must be timezone-aware")
         for member in (member_id, recipient_id):
             require(member is None or type(member) is int, "member ids are integers")
-        amount = as_minutes(minutes, what="minutes")
-        if amount < 0:
-            raise errors.InvalidAmountError("minutes must be positive")
+        amount = _positive(minutes)
         data = {
             "member_id": member_id,
             "recipient_id": member_id if recipient_id is None else recipient_id,
@@ -393,15 +405,10 @@ class TimeBank:
         """Give minutes to a relative (``Policy.gift_relations``), within the yearly limit
         (``Policy.gift_yearly_limit_minutes``). Entered by a recorder of the giver's home
         station. The minutes keep their lots' origin, earned day and expiry."""
-        require(
-            0 < len(idempotency_key) <= REDEMPTION_KEY_LENGTH_MAX,
-            f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
-        )
+        _key(idempotency_key)
         for member in (giver_id, receiver_id):
             require(type(member) is int, "member ids are integers")
-        amount = as_minutes(minutes, what="minutes")
-        if amount < 0:
-            raise errors.InvalidAmountError("minutes must be positive")
+        amount = _positive(minutes)
         data = {"giver_id": giver_id, "receiver_id": receiver_id, "minutes": amount}
         gift_id = self._act(
             lambda act: _gifts.give(act, programme, idempotency_key, data, operator)
@@ -418,6 +425,179 @@ class TimeBank:
             "as_of must be a timezone-aware datetime",
         )
         return self._act(lambda act: _expiry.expire(act, programme, as_of, operator))
+
+    # --- bookings ------------------------------------------------------------------------
+
+    def book(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        member_id: int,
+        site: str,
+        service_type: str,
+        minutes: int,
+        scheduled_at: datetime,
+        operator: str,
+        recipient_id: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> BookingView:
+        """Book a service: hold ``minutes`` of the member's (the same eligibility as
+        :meth:`redeem`, judged on the scheduled day). The hold lapses at ``expires_at``
+        (default: a day after ``scheduled_at``). Held minutes cannot be redeemed, given,
+        donated or booked again; too few free minutes raise LimitExceededError with
+        ``available_minutes``."""
+        _key(idempotency_key)
+        for name, moment in (("scheduled_at", scheduled_at), ("expires_at", expires_at)):
+            require(
+                (moment is None and name == "expires_at") or _aware(moment),
+                f"{name} must be a timezone-aware datetime",
+            )
+        for member in (member_id, recipient_id):
+            require(member is None or type(member) is int, "member ids are integers")
+        data = {
+            "member_id": member_id,
+            "recipient_id": member_id if recipient_id is None else recipient_id,
+            "site": site,
+            "service_type": service_type,
+            "minutes": _positive(minutes),
+            "scheduled_at": scheduled_at,
+            "expires_at": scheduled_at + BOOKING_GRACE if expires_at is None else expires_at,
+        }
+        booking_id = self._act(
+            lambda act: _bookings.book(act, programme, idempotency_key, data, operator)
+        )
+        return self.booking(booking_id)
+
+    def complete_booking(
+        self,
+        booking_id: int,
+        *,
+        operator: str,
+        minutes: int | None = None,
+        occurred_at: datetime | None = None,
+    ) -> BookingView:
+        """The booked care was given: redeem ``minutes`` (default all held; never more) as a
+        redemption, first in first out from the member's lots, and release the rest."""
+        amount = None if minutes is None else _positive(minutes)
+        require(occurred_at is None or _aware(occurred_at), "occurred_at must be timezone-aware")
+        self._act(lambda act: _bookings.complete(act, booking_id, amount, operator, occurred_at))
+        return self.booking(booking_id)
+
+    def cancel_booking(self, booking_id: int, *, reason: str, operator: str) -> BookingView:
+        """Release the booking's minutes."""
+        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        self._act(lambda act: _bookings.cancel(act, booking_id, reason, operator))
+        return self.booking(booking_id)
+
+    def expire_bookings(self, *, limit: int = 1_000) -> int:
+        """Release up to ``limit`` bookings past their expiry (they release themselves the
+        next time the member's minutes move; call this from a scheduler to see it at once)."""
+        return self._act(lambda act: act.tx.expire_holds(limit=limit))
+
+    def booking(self, booking_id: int) -> BookingView:
+        now = self.ledger.clock()
+        return self._read(lambda conn: _bookings.view(conn, booking_id, now))
+
+    # --- pools: donations, grants; estates ------------------------------------------------
+
+    def donate(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        member_id: int,
+        minutes: int,
+        operator: str,
+        region: str | None = None,
+    ) -> PoolMoveView:
+        """Give minutes to a region's pool (default: the pool of the member's home region).
+        Entered by a recorder of the member's home station. The pool keeps their lots'
+        origin."""
+        _key(idempotency_key)
+        require(type(member_id) is int, "member ids are integers")
+        data = {"member_id": member_id, "minutes": _positive(minutes), "region": region}
+        move_id = self._act(
+            lambda act: _pools.donate(act, programme, idempotency_key, data, operator)
+        )
+        return self.pool_move(move_id)
+
+    def grant(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        region: str,
+        member_id: int,
+        minutes: int,
+        operator: str,
+    ) -> PoolMoveView:
+        """Grant minutes from ``region``'s pool to an elder living under it whom one of
+        ``Policy.grant_rules`` matches (administrators of the region or above). The minutes
+        arrive as lots that keep where they were earned and expire from today, as the
+        policy says; refused over the elder's storage cap."""
+        _key(idempotency_key)
+        require(type(member_id) is int, "member ids are integers")
+        data = {"member_id": member_id, "minutes": _positive(minutes), "region": region}
+        move_id = self._act(
+            lambda act: _pools.grant(act, programme, idempotency_key, data, operator)
+        )
+        return self.pool_move(move_id)
+
+    def grant_candidates(
+        self, programme: str, region: str, *, limit: int = 100
+    ) -> list[GrantCandidate]:
+        """Active people living under ``region`` whom a grant rule matches, by priority (the
+        index of the first rule they match), then oldest first, then member id."""
+        require(type(limit) is int and 1 <= limit <= 10_000, "limit: 1 to 10,000")
+        now = self.ledger.clock()
+        return self._read(lambda conn: _pools.candidates(conn, programme, region, now, limit))
+
+    def pool_move(self, move_id: int) -> PoolMoveView:
+        return self._read(lambda conn: _pools.view(conn, move_id))
+
+    def pool_lots_total(self, programme: str, region: str) -> int:
+        """The remaining minutes of a region pool's lots (always its ledger balance)."""
+
+        def read(conn: Connection) -> int:
+            region_id = _org.region_row(conn, programme_row(conn, programme).id, region).id
+            return _lots.open_total(conn, region_id, _lots.POOL)
+
+        return self._read(read)
+
+    def set_beneficiary(
+        self, member_id: int, beneficiary_id: int | None, *, operator: str
+    ) -> MemberView:
+        """Designate whom the member's minutes pass to on their death (``None`` withdraws
+        it). With ``Policy.estate_to="beneficiary"``, they receive up to their storage cap;
+        the rest, or everything when nobody is designated, goes to the pool."""
+        require(beneficiary_id is None or type(beneficiary_id) is int, "member ids are integers")
+        self._act(lambda act: _people.set_beneficiary(act, member_id, beneficiary_id, operator))
+        return self.member(member_id)
+
+    def set_member_attributes(
+        self, member_id: int, attributes: Iterable[str], *, operator: str
+    ) -> MemberView:
+        """Replace the member's priority attributes ("living_alone", "disabled"...), which
+        the policy's grant rules name (administrators)."""
+        chosen = frozenset(attributes)
+        for name in chosen:
+            _text(attribute=name)
+        self._act(lambda act: _people.set_attributes(act, member_id, chosen, operator))
+        return self.member(member_id)
+
+    # --- the guarantee ----------------------------------------------------------------------
+
+    def guarantee_exposure(
+        self, programme: str, *, region: str | None = None, at: datetime | date | None = None
+    ) -> ExposureView:
+        """The outstanding liability the guarantor stands behind: member and pool balances
+        of the programme, or of the members living under ``region`` and its pools, as
+        recorded at ``at`` (a datetime, or a date: the end of that day in the programme's
+        calendar; default now)."""
+        when = self.ledger.clock() if at is None else at
+        require(_aware(when) or type(when) is date, "at is a timezone-aware datetime or a date")
+        return self._read(lambda conn: _exposure.exposure(conn, programme, region, when))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -540,6 +720,8 @@ class TimeBank:
         return self._read(read)
 
     def member(self, member_id: int) -> MemberView:
+        now = self.ledger.clock()
+
         def read(conn: Connection) -> MemberView:
             row = _people.member_row(conn, member_id)
             code = account_code(conn, row.account_id)
@@ -553,7 +735,14 @@ class TimeBank:
                 status=row.status,
                 status_reason=row.status_reason,
                 assessed_need=bool(row.assessed_need),
+                attributes=tuple(sorted(_pools.attributes_of(conn, row.id))),
+                beneficiary_id=conn.execute(
+                    select(beneficiaries.c.beneficiary_id).where(
+                        beneficiaries.c.member_id == row.id
+                    )
+                ).scalar(),
                 balance_minutes=LedgerTransaction(conn).balance(code).posted_minutes,
+                held_minutes=_bookings.held_minutes(conn, row.account_id, now),
             )
 
         return self._read(read)
@@ -635,6 +824,24 @@ def _text(**values: str) -> None:
             all(c.isascii() and (c.isalnum() or c in "_.-") for c in value),
             f"{name} {value!r}: letters, digits, '_', '.' and '-' only",
         )
+
+
+def _key(key: str) -> None:
+    require(
+        isinstance(key, str) and 0 < len(key) <= REDEMPTION_KEY_LENGTH_MAX,
+        f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
+    )
+
+
+def _aware(moment: object) -> bool:
+    return isinstance(moment, datetime) and moment.utcoffset() is not None
+
+
+def _positive(minutes: int) -> int:
+    amount = as_minutes(minutes, what="minutes")
+    if amount < 0:
+        raise errors.InvalidAmountError("minutes must be positive")
+    return amount
 
 
 def _unique_race(exc: sa_exc.IntegrityError) -> bool:

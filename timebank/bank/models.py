@@ -58,6 +58,17 @@ class ServiceType(_Frozen):
     weight_permille: int = Field(default=1000, ge=1, le=WEIGHT_PERMILLE_MAX, strict=True)
 
 
+class GrantRule(_Frozen):
+    """Who a pool may grant minutes to: members at least ``min_age`` old (programme calendar)
+    who hold every one of ``attributes`` (recorded by an administrator: "living_alone",
+    "disabled", "low_income"...) and, when ``assessed_need``, are assessed in need.
+    Nanjing: 80 and living alone; 60 to 79, disabled and poor."""
+
+    min_age: int = Field(default=0, ge=0, le=150, strict=True)
+    attributes: frozenset[Code] = frozenset()
+    assessed_need: bool = Field(default=False, strict=True)
+
+
 class Policy(_Frozen):
     """A programme's rules, stored versioned with the programme.
 
@@ -93,6 +104,21 @@ class Policy(_Frozen):
     #: Where expired minutes go: the programme's expired account, or the pool of the region
     #: of the member's home station.
     expired_to: Literal["programme", "pool"] = "programme"
+    #: The most minutes a member may hold (Nanjing 1,500 h = 90,000; Zeitvorsorge 750 h =
+    #: 45,000); None: no cap. ``cap_excess`` says what happens to a deposit over it: refused
+    #: (the service stays pending) or the excess goes to the pool of the region of the
+    #: member's home station (Nanjing). Gifts and grants over the cap are always refused; an
+    #: estate's excess always goes to the pool.
+    storage_cap_minutes: int | None = Field(default=None, ge=1, strict=True)
+    cap_excess: Literal["refuse", "pool"] = "refuse"
+    #: Groups' minutes can only be donated (Nanjing): a group neither redeems, books nor gives.
+    groups_donate_only: bool = Field(default=False, strict=True)
+    #: Pools grant minutes to members who match one of these rules, in priority order (the
+    #: first rule a member matches is their priority). Empty: pools grant to nobody.
+    grant_rules: tuple[GrantRule, ...] = (GrantRule(min_age=80),)
+    #: On death the balance passes to the beneficiary the member designated (to the pool of
+    #: their home region when nobody is), or always to the pool.
+    estate_to: Literal["beneficiary", "pool"] = "beneficiary"
 
     @model_validator(mode="after")
     def _has_types(self) -> Policy:
@@ -107,6 +133,22 @@ class Policy(_Frozen):
     def local_date(self, moment: datetime) -> date:
         """The programme's calendar day of ``moment``."""
         return moment.astimezone(ZoneInfo(self.timezone)).date()
+
+    def grant_priority(self, age: int, attributes: frozenset[str], in_need: bool) -> int | None:
+        """The index of the first grant rule a member matches (0 goes first), or None."""
+        for index, rule in enumerate(self.grant_rules):
+            if (
+                age >= rule.min_age
+                and rule.attributes <= attributes
+                and (in_need or not rule.assessed_need)
+            ):
+                return index
+        return None
+
+
+def age_on(born: date, on: date) -> int:
+    """Whole years from ``born`` to ``on``."""
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 def credited_minutes(raw_minutes: int, weight_permille: int) -> int:
@@ -165,7 +207,13 @@ class MemberView(_View):
     status: MemberStatus
     status_reason: str
     assessed_need: bool
+    #: Priority attributes recorded by an administrator (grant rules name them).
+    attributes: tuple[str, ...]
+    #: Whom the member designated to receive their minutes on their death.
+    beneficiary_id: int | None
     balance_minutes: int
+    #: Minutes reserved by pending bookings (part of ``balance_minutes``).
+    held_minutes: int
 
 
 class PersonalData(_View):
@@ -205,6 +253,9 @@ class ServiceView(_View):
     confirmed_by: tuple[str, ...]
     deposit_entry_id: int | None
     reversal_entry_id: int | None
+    #: Of the credited minutes, those diverted to the pool because the volunteer was at the
+    #: policy's storage cap (``cap_excess="pool"``).
+    diverted_minutes: int
 
 
 class RedemptionView(_View):
@@ -235,6 +286,71 @@ class GiftView(_View):
     entry_id: int
     #: (giver's lot id, minutes) taken, first in first out; each became a lot of the receiver.
     lots: tuple[tuple[int, int], ...]
+
+
+PoolMoveKind = Literal["donation", "grant", "estate"]
+BookingStatus = Literal["booked", "completed", "cancelled", "expired"]
+
+
+class PoolMoveView(_View):
+    """A donation (member to pool), a grant (pool to member) or an estate (a deceased
+    member's minutes to their beneficiary and, for what the beneficiary may not hold or
+    when nobody is designated, to the pool)."""
+
+    id: int
+    idempotency_key: str
+    programme: str
+    kind: PoolMoveKind
+    member_id: int
+    region: str | None
+    beneficiary_id: int | None
+    minutes: int
+    pool_minutes: int
+    occurred_at: datetime
+    entered_by: str
+    entry_id: int
+    #: (lot id, minutes) taken first in, first out: the member's lots for a donation or an
+    #: estate, the pool's lots for a grant.
+    lots: tuple[tuple[int, int], ...]
+
+
+class BookingView(_View):
+    id: int
+    idempotency_key: str
+    programme: str
+    member_id: int
+    recipient_id: int
+    site: str
+    service_type: str
+    #: Minutes held; a completion redeems at most these.
+    minutes: int
+    scheduled_at: datetime
+    expires_at: datetime
+    status: BookingStatus
+    booked_by: str
+    hold_id: int
+    redemption_id: int | None
+    redeemed_minutes: int
+
+
+class ExposureView(_View):
+    """Outstanding liability: minutes held by members and pools, as the ledger recorded
+    them at ``at``: what the guarantor stands behind."""
+
+    programme: str
+    region: str
+    at: datetime
+    member_minutes: int
+    pool_minutes: int
+    total_minutes: int
+    members_with_balance: int
+
+
+class GrantCandidate(_View):
+    member_id: int
+    priority: int
+    age: int
+    balance_minutes: int
 
 
 class LotView(_View):

@@ -41,6 +41,7 @@ MEMBER_STATUSES = ("active", "frozen", "deceased", "closed")
 RELATION_KINDS = ("spouse", "parent", "child", "sibling", "other_relative", "friend")
 OPERATOR_ROLES = ("recorder", "confirmer", "redeemer", "administrator", "auditor")
 SERVICE_STATUSES = ("pending", "confirmed", "rejected", "reversed")
+POOL_MOVE_KINDS = ("donation", "grant", "estate")
 CONFIRMING_PARTIES = ("recipient", "operator", "automatic")
 #: HMAC-SHA256, hex.
 IDENTITY_HASH_LENGTH = 64
@@ -353,6 +354,132 @@ class LotUse(Base):
     __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
 
 
+class PoolLot(Base):
+    """Minutes a region's pool holds, with where and when they were earned (a donation, an
+    excess over a member's cap, an estate or expired minutes). Pool lots do not expire; a
+    grant passes them on, first in, first out. A pool's balance is the sum of
+    ``remaining_minutes`` of its lots."""
+
+    __tablename__ = "tb_pool_lots"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    region_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_regions.id"))
+    minutes: Mapped[int]
+    remaining_minutes: Mapped[int]
+    origin_site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    earned_on: Mapped[date] = mapped_column(Date)
+    source_entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"))
+
+    __table_args__ = (
+        CheckConstraint(
+            "minutes > 0 AND remaining_minutes >= 0 AND remaining_minutes <= minutes",
+            name="remaining",
+        ),
+        Index("ix_tb_pool_lots_region_id_earned_on", "region_id", "earned_on", "id"),
+    )
+
+
+class PoolLotUse(Base):
+    """Which pool lots an entry (a grant) took its minutes from."""
+
+    __tablename__ = "tb_pool_lot_uses"
+
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), primary_key=True)
+    pool_lot_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_pool_lots.id"), primary_key=True)
+    minutes: Mapped[int]
+
+    __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
+
+
+class PoolMove(Base):
+    """Minutes between a member and a region's pool: a donation (member to pool), a grant
+    (pool to an elder), or a deceased member's estate (to their beneficiary, and to the pool
+    what the beneficiary may not hold or when nobody is designated)."""
+
+    __tablename__ = "tb_pool_moves"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    #: The donor, the elder granted minutes, or the deceased.
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    region_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_regions.id"))
+    beneficiary_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_members.id"))
+    minutes: Mapped[int]
+    #: Of ``minutes``, those that went to (or came from) the pool.
+    pool_minutes: Mapped[int]
+    occurred_at: Mapped[datetime]
+    entered_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", POOL_MOVE_KINDS), name="kind"),
+        CheckConstraint(
+            "minutes > 0 AND pool_minutes >= 0 AND pool_minutes <= minutes", name="minutes"
+        ),
+        CheckConstraint(
+            "kind = 'estate' OR (region_id IS NOT NULL AND beneficiary_id IS NULL"
+            " AND pool_minutes = minutes)",
+            name="pool_side",
+        ),
+        CheckConstraint("(region_id IS NULL) = (pool_minutes = 0)", name="region_if_pool_minutes"),
+        CheckConstraint("beneficiary_id IS NULL OR beneficiary_id <> member_id", name="two_people"),
+        Index("ix_tb_pool_moves_member_id_occurred_at", "member_id", "occurred_at"),
+    )
+
+
+class Booking(Base):
+    """A booked service: a hold of the ledger on the member's minutes, completed (at most
+    the held minutes are redeemed), cancelled, or left to expire."""
+
+    __tablename__ = "tb_bookings"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    recipient_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    service_type: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    minutes: Mapped[int]
+    scheduled_at: Mapped[datetime]
+    hold_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_holds.id"), unique=True)
+    booked_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    booked_at: Mapped[datetime]
+    redemption_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_redemptions.id"), unique=True
+    )
+
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="minutes"),
+        Index("ix_tb_bookings_member_id_scheduled_at", "member_id", "scheduled_at"),
+    )
+
+
+class MemberAttribute(Base):
+    """A priority attribute recorded for a member by an administrator ("living_alone",
+    "disabled", "low_income"...): grant rules of the policy name them."""
+
+    __tablename__ = "tb_member_attributes"
+
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+    attribute: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX), primary_key=True)
+
+
+class Beneficiary(Base):
+    """Whom a member designated to receive their minutes on their death."""
+
+    __tablename__ = "tb_beneficiaries"
+
+    member_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"), primary_key=True)
+    beneficiary_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_members.id"))
+    set_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    set_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint("member_id <> beneficiary_id", name="two_people"),)
+
+
 programmes = cast(Table, Programme.__table__)
 policies = cast(Table, PolicyVersion.__table__)
 regions = cast(Table, Region.__table__)
@@ -369,3 +496,9 @@ lots = cast(Table, Lot.__table__)
 redemptions = cast(Table, Redemption.__table__)
 lot_uses = cast(Table, LotUse.__table__)
 gifts = cast(Table, Gift.__table__)
+pool_lots = cast(Table, PoolLot.__table__)
+pool_lot_uses = cast(Table, PoolLotUse.__table__)
+pool_moves = cast(Table, PoolMove.__table__)
+bookings = cast(Table, Booking.__table__)
+member_attributes = cast(Table, MemberAttribute.__table__)
+beneficiaries = cast(Table, Beneficiary.__table__)
