@@ -1,5 +1,7 @@
 """The time bank on the ledger core: programmes and their policy, regions, stations and
-institutions, members, operators and permissions, services and lots.
+institutions, members, operators and permissions, services and lots; redemption,
+bookings, gifts, region pools (donations, grants, estates), the storage cap, expiry and
+the guarantee exposure.
 
 Every business act is one database transaction made of balanced entries of the core; every
 refusal is a typed error of :mod:`timebank.errors` and changes nothing.
@@ -9,13 +11,18 @@ from __future__ import annotations
 
 from timebank.bank.api import TimeBank
 from timebank.bank.models import (
+    BookingView,
+    ExposureView,
     GiftView,
+    GrantCandidate,
+    GrantRule,
     LotView,
     MemberView,
     OperatorView,
     PersonalData,
     Policy,
     PolicyView,
+    PoolMoveView,
     ProgrammeView,
     RedemptionView,
     RegionView,
@@ -26,13 +33,18 @@ from timebank.bank.models import (
 )
 
 __all__ = [
+    "BookingView",
+    "ExposureView",
     "GiftView",
+    "GrantCandidate",
+    "GrantRule",
     "LotView",
     "MemberView",
     "OperatorView",
     "PersonalData",
     "Policy",
     "PolicyView",
+    "PoolMoveView",
     "ProgrammeView",
     "RedemptionView",
     "RegionView",

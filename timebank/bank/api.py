@@ -390,7 +390,7 @@ class TimeBank:
         redemption_id = self._act(
             lambda act: _redeem.redeem(act, programme, idempotency_key, data, operator)
         )
-        return self._read(lambda conn: _redeem.view(conn, redemption_id))
+        return self.redemption(redemption_id)
 
     def give(
         self,
@@ -413,7 +413,7 @@ class TimeBank:
         gift_id = self._act(
             lambda act: _gifts.give(act, programme, idempotency_key, data, operator)
         )
-        return self._read(lambda conn: _gifts.view(conn, gift_id))
+        return self.gift(gift_id)
 
     def expire(self, programme: str, *, as_of: datetime, operator: str) -> int:
         """Post expiry entries for every lot past its expiry day by ``as_of`` (members under
@@ -494,6 +494,12 @@ class TimeBank:
         """Release up to ``limit`` bookings past their expiry (they release themselves the
         next time the member's minutes move; call this from a scheduler to see it at once)."""
         return self._act(lambda act: act.tx.expire_holds(limit=limit))
+
+    def redemption(self, redemption_id: int) -> RedemptionView:
+        return self._read(lambda conn: _redeem.view(conn, redemption_id))
+
+    def gift(self, gift_id: int) -> GiftView:
+        return self._read(lambda conn: _gifts.view(conn, gift_id))
 
     def booking(self, booking_id: int) -> BookingView:
         now = self.ledger.clock()
