@@ -63,7 +63,11 @@ def test_expired_minutes_may_go_to_the_pool(world: World) -> None:
     world.clock.advance(days=2)
     assert world.bank.expire(PROGRAMME, as_of=world.clock.now, operator="admin") == 1
     assert world.bank.ledger.balance("langfang:xinyuan:pool").posted_minutes == 60
+    assert world.bank.pool_lots_total(PROGRAMME, "xinyuan") == 60  # the pool keeps the lot
     assert world.bank.ledger.balance("langfang:expired").posted_minutes == 0
+    # A pool's lots never expire: the next sweep finds nothing.
+    world.clock.advance(days=5)
+    assert world.bank.expire(PROGRAMME, as_of=world.clock.now, operator="admin") == 0
 
 
 def test_a_frozen_members_lots_wait(world: World) -> None:

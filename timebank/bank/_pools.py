@@ -37,6 +37,9 @@ def room(act: Act, member: Row[Any], policy: Policy) -> int | None:
     cap = policy.storage_cap_minutes
     if cap is None:
         return None
+    # Every credit to a member checks the cap under this row lock, so two concurrent credits
+    # cannot both see room that only one of them fits in.
+    act.conn.execute(select(members.c.id).where(members.c.id == member.id).with_for_update())
     held = act.tx.balance(account_code(act.conn, member.account_id)).posted_minutes
     return max(cap - held, 0)
 
