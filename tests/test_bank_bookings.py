@@ -4,6 +4,7 @@ retries; every refusal checked to change nothing. On SQLite, PostgreSQL and Mari
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -13,6 +14,7 @@ from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
+    ConcurrencyError,
     IdempotencyConflictError,
     InvalidAmountError,
     InvalidInputError,
@@ -200,3 +202,26 @@ def test_expiry_of_lots_leaves_held_minutes_until_the_booking_resolves(world: Wo
     assert world.bank.expire(PROGRAMME, as_of=world.clock.now, operator="gy-admin") == 1
     assert world.bank.member(li).balance_minutes == 0 == world.bank.lots_total(li)
     assert world.bank.ledger.balance("langfang:expired").posted_minutes == 50
+
+
+def test_concurrent_bookings_never_hold_more_than_the_balance(world: World) -> None:
+    outcomes: list[object] = []
+    barrier = threading.Barrier(4, timeout=30)
+
+    def one(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(book(world, f"b{n}", 50).id)
+        except (LimitExceededError, ConcurrencyError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 4
+    assert sum(1 for o in outcomes if isinstance(o, LimitExceededError)) >= 1, outcomes
+    booked = [o for o in outcomes if isinstance(o, int)]
+    member = world.bank.member(world.members["wang"])
+    assert member.held_minutes == 50 * len(booked) <= member.balance_minutes == 150

@@ -5,6 +5,7 @@ nothing. On SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -16,6 +17,7 @@ from tests.dbdump import dump
 from timebank import (
     BankObjectNotFoundError,
     CapExceededError,
+    ConcurrencyError,
     IdempotencyConflictError,
     InvalidInputError,
     LimitExceededError,
@@ -254,3 +256,33 @@ def test_grant_rules_are_validated() -> None:
         GrantRule(min_age=-1)
     with pytest.raises(InvalidInputError):
         Policy(**{**POLICY.model_dump(), "storage_cap_minutes": 0})
+
+
+def test_concurrent_grants_never_pass_the_cap(world: World) -> None:
+    """Threads grant to one elder at once: the elder's row lock makes each see the others'
+    minutes, so exactly as many grants as fit under the cap succeed."""
+    use(world, storage_cap_minutes=100)
+    earn(world, "s1", "wang", 100)
+    earn(world, "s2", "li", 100)
+    donate(world, "d1", "wang", 100)
+    donate(world, "d2", "li", 100)
+    outcomes: list[object] = []
+    barrier = threading.Barrier(4, timeout=30)
+
+    def one(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(grant(world, f"g{n}", "grandma", 40).minutes)
+        except (CapExceededError, ConcurrencyError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 4
+    assert sum(1 for o in outcomes if isinstance(o, CapExceededError)) >= 2, outcomes
+    granted = [o for o in outcomes if isinstance(o, int)]
+    assert world.balance("grandma") == 40 * len(granted) <= 100
+    assert pool(world, "xinyuan") == 200 - 40 * len(granted)
