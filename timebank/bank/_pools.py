@@ -271,9 +271,8 @@ def candidates(
     region = region_row(conn, programme.id, region_code)
     _, policy = policy_at(conn, programme.id, now)
     today = policy.local_date(now)
-    people = conn.execute(
-        select(members, personal.c.birth_date)
-        .join(personal, personal.c.member_id == members.c.id)
+    living_under = (
+        select(members.c.id)
         .join(sites, sites.c.id == members.c.home_site_id)
         .join(regions, regions.c.id == sites.c.region_id)
         .where(
@@ -282,13 +281,24 @@ def candidates(
             members.c.status == "active",
             regions.c.path.startswith(region.path),
         )
+    )
+    people = conn.execute(
+        select(members.c.id, members.c.account_id, members.c.assessed_need, personal.c.birth_date)
+        .join(personal, personal.c.member_id == members.c.id)
+        .where(members.c.id.in_(living_under))
     ).all()
+    held: dict[int, set[str]] = {}
+    for member_id, attribute in conn.execute(
+        select(member_attributes.c.member_id, member_attributes.c.attribute).where(
+            member_attributes.c.member_id.in_(living_under)
+        )
+    ):
+        held.setdefault(member_id, set()).add(attribute)
     found = []
     for person in people:
         age = age_on(person.birth_date, today)
-        rank = policy.grant_priority(
-            age, attributes_of(conn, person.id), bool(person.assessed_need)
-        )
+        attributes = frozenset(held.get(person.id, ()))
+        rank = policy.grant_priority(age, attributes, bool(person.assessed_need))
         if rank is not None:
             found.append((rank, -age, person.id, person.account_id))
     found.sort()
