@@ -1,9 +1,12 @@
-"""A street station's week in Langfang: the time bank from registration to confirm_due.
+"""A street station's week in Langfang: the time bank from registration to confirm_due, and
+on the next Monday, the minutes spent: a gift, care at a care home, a donation.
 
 Hebei province > Langfang city > Guangyang county > Xinyuan street, with a social-work station
 and a volunteer service station on the street and a care home in the county. Volunteers serve
-elderly neighbours from Monday to Sunday; a clock the script moves stands in for the calendar,
-so the output is the same on every run.
+elderly neighbours from Monday to Sunday; on the following Monday a volunteer gives minutes to
+his mother, who spends them on body care at the care home, another volunteer donates to the
+street's pool, and the province reads its guarantee exposure. A clock the script moves stands
+in for the calendar, so the output is the same on every run.
 
 Run: python examples/langfang_week.py [sqlite:///path.db]
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import timebank
 from timebank.bank import ServiceView
-from timebank.bank.models import ActsAs, RegionLevel, Role, SiteKind
+from timebank.bank.models import ActsAs, RegionLevel, Role, SiteKind, age_on
 
 CST = timezone(timedelta(hours=8), "CST")  # Langfang local time, no daylight saving
 MONDAY = datetime(2026, 11, 2, 8, 0, tzinfo=CST)
@@ -34,6 +37,9 @@ POLICY = timebank.Policy(
     },
     confirmations_required=1,
     auto_confirm_after_minutes=48 * 60,  # unanswered services confirm themselves after 2 days
+    timezone="Asia/Shanghai",  # the calendar of lots' earned days and of exposure by date
+    # The defaults of part 2 apply: care is redeemed from 60 (or with an assessed need) by the
+    # depositor only, and gifts go to a spouse, parent or child.
 )
 
 SW = "xinyuan-sw"  # the social-work station
@@ -66,6 +72,8 @@ PEOPLE: dict[str, tuple[str, date, ActsAs, str]] = {
     "Grandma Chen": ("131003193604010028", date(1936, 4, 1), "recipient", SW),
     "Grandpa Liu": ("131003194012120011", date(1940, 12, 12), "recipient", SW),
 }
+# Li Jun's mother registers the next Monday, at her son's volunteer station.
+MOTHER = ("Sun Guilan", "131003194905200021", date(1949, 5, 20))
 
 
 class WeekClock:
@@ -116,6 +124,7 @@ class StreetWeek:
         self.clock = clock
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}
+        self.issued_total = 0  # minutes the stations issued by Sunday evening
 
     def serve(  # noqa: PLR0917 - one argument per column of the service sheet
         self,
@@ -245,6 +254,100 @@ class StreetWeek:
             print(f"  {account:<26} {issued:>5} min")
         assert members_total == -issued_total, (members_total, issued_total)
         print(f"  members hold {members_total} min; the stations issued {issued_total}")
+        self.issued_total = -issued_total
+
+    def next_monday(self) -> None:
+        print(f"\n{self.clock.day(7, 11)}: minutes spent: a gift, care at Sunrise, a donation")
+        li, wang = self.ids["Li Jun"], self.ids["Wang Fang"]
+        name, identity, born = MOTHER
+        mother = self.bank.register_member(
+            PROGRAMME,
+            identity=identity,
+            display_name=name,
+            birth_date=born,
+            home_site=VOL,
+            operator="vol-desk",
+            acts_as="recipient",
+        )
+        self.ids[name], self.names[mother.id] = mother.id, name
+        self.bank.relate(li, mother.id, "child", operator="vol-desk")  # Li Jun is her child
+        age = age_on(born, self.clock.now.date())
+        print(f"  member {mother.id} {name} ({age}) registers; Li Jun is recorded as her child")
+        # Minutes pay for the depositor's own care, from 60: Li Jun (47) cannot spend them on
+        # his mother at the care home, nor yet on himself.
+        for recipient in (mother.id, li):
+            try:
+                self.bank.redeem(
+                    f"sunrise-2026-11-09-li-{recipient}",
+                    programme=PROGRAMME,
+                    member_id=li,
+                    recipient_id=recipient,
+                    site="sunrise",
+                    service_type="body_care",
+                    minutes=90,
+                    operator="sunrise-desk",
+                )
+            except timebank.PolicyViolationError as refusal:
+                print(f"  refused at Sunrise: {refusal}")
+        # So he gives her minutes: a mother is a "parent", a direct relative.
+        gift = self.bank.give(
+            "vol-2026-11-09-gift-01",
+            programme=PROGRAMME,
+            giver_id=li,
+            receiver_id=mother.id,
+            minutes=120,
+            operator="vol-desk",
+        )
+        assert self.bank.member(li).balance_minutes == 60
+        print(f"  gift {gift.id}: Li Jun -> {name} {gift.minutes} min (Li Jun keeps 60)")
+        # She spends 90 of them on body care at the care home, a county institution.
+        redemption = self.bank.redeem(
+            "sunrise-2026-11-09-01",
+            programme=PROGRAMME,
+            member_id=mother.id,
+            site="sunrise",
+            service_type="body_care",
+            minutes=90,
+            operator="sunrise-desk",
+        )
+        origins = {lot.id: lot for lot in self.bank.lots(mother.id, open_only=False)}
+        paid = ", ".join(
+            f"{minutes} of lot {lot_id} (earned at {origins[lot_id].origin_site}, "
+            f"{origins[lot_id].earned_on:%a %d %b})"
+            for lot_id, minutes in redemption.lots
+        )
+        assert self.bank.member(mother.id).balance_minutes == 30
+        print(f"  redemption {redemption.id} at sunrise: {redemption.minutes} min of body care")
+        print(f"    paid with {paid}; she keeps 30")
+        # Wang Fang donates half an hour to the pool of her street (her home station's region).
+        donation = self.bank.donate(
+            "sw-2026-11-09-donation-01",
+            programme=PROGRAMME,
+            member_id=wang,
+            minutes=30,
+            operator="sw-rec",
+        )
+        pool = self.bank.pool_lots_total(PROGRAMME, "xinyuan")
+        assert (donation.region, pool) == ("xinyuan", 30)
+        print(f"  donation {donation.id}: Wang Fang -> the {donation.region} pool 30 min")
+        print(f"    the pool holds {pool} min, granted later to elders the policy favours")
+
+    def exposure(self) -> None:
+        print("\nGuarantee exposure: the minutes the province stands behind")
+        sunday = self.bank.guarantee_exposure(PROGRAMME, at=date(2026, 11, 8))
+        now = self.bank.guarantee_exposure(PROGRAMME)
+        for title, seen in (("Sunday, end of day", sunday), ("Monday, now", now)):
+            print(
+                f"  {title:<18} members {seen.member_minutes:>4} + pools {seen.pool_minutes:>3}"
+                f" = {seen.total_minutes:>4} min ({seen.members_with_balance} members hold any)"
+            )
+        redeemed_account = self.bank.site(PROGRAMME, "sunrise").redeemed_account
+        redeemed = self.bank.ledger.balance(redeemed_account).posted_minutes
+        print(f"  {redeemed_account} {redeemed} min: minutes retired for care")
+        assert (sunday.total_minutes, sunday.pool_minutes) == (self.issued_total, 0)
+        assert (now.member_minutes, now.pool_minutes) == (self.issued_total - 90 - 30, 30)
+        assert now.total_minutes == self.issued_total - redeemed
+        print(f"  issued {self.issued_total} - redeemed {redeemed} = {now.total_minutes} owed")
 
 
 def main(url: str) -> None:
@@ -262,6 +365,8 @@ def main(url: str) -> None:
         week.saturday()
         week.sunday()
         week.report()
+        week.next_monday()
+        week.exposure()
     finally:
         bank.dispose()
 

@@ -22,7 +22,7 @@ from timebank import (
     PermissionDeniedError,
     PolicyViolationError,
 )
-from timebank.bank import RedemptionView
+from timebank.bank import Policy, RedemptionView
 
 
 @pytest.fixture
@@ -153,3 +153,22 @@ def test_other_refusals(world: World) -> None:
     refused(world, InvalidInputError, lambda: redeem(
         world, "r1", "wang", 10, occurred_at=world.clock.now + timedelta(hours=1)))
     refused(world, InvalidInputError, lambda: redeem(world, "k" * 113, "wang", 10))
+
+
+def test_age_and_need_together_where_the_policy_says_so(world: World) -> None:
+    beijing = POLICY.model_copy(update={"redemption_rule": "age_and_need"})
+    world.bank.set_policy(PROGRAMME, beijing, effective_from=world.clock.now, operator="admin")
+    world.clock.advance(minutes=1)
+    young = world.register("young", born=date(1995, 1, 1))
+    earn(world, "wang", 60, key="s1")
+    earn(world, "young", 60, key="s2", hours_ago=6)
+    refused(world, PolicyViolationError, lambda: redeem(world, "r1", "wang", 10),
+            match="not assessed in need")
+    world.bank.set_assessed_need(young, in_need=True, operator="gy-admin")
+    refused(world, PolicyViolationError, lambda: redeem(world, "r1", "young", 10),
+            match="from age 60 with an assessed need")
+    world.bank.set_assessed_need(world.members["wang"], in_need=True, operator="gy-admin")
+    assert redeem(world, "r1", "wang", 10).minutes == 10
+    with pytest.raises(InvalidInputError, match="needs a minimum age"):
+        Policy(**{**POLICY.model_dump(), "redemption_rule": "age_and_need",
+                  "redemption_min_age": None})

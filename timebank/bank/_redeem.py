@@ -117,6 +117,14 @@ def check_people(  # noqa: PLR0917 - the parties and the rules that judge them
     age = age_on(birth_date_of(conn, recipient.id), policy.local_date(when))
     by_age = policy.redemption_min_age is not None and age >= policy.redemption_min_age
     by_need = policy.need_redeems and bool(recipient.assessed_need)
+    if policy.redemption_rule == "age_and_need":
+        if not (by_age and by_need):
+            raise errors.PolicyViolationError(
+                f"member {recipient.id} is {age}"
+                + ("" if recipient.assessed_need else ", not assessed in need")
+                + f": care is redeemed from age {policy.redemption_min_age} with an assessed need"
+            )
+        return
     if not (by_age or by_need):
         raise errors.PolicyViolationError(
             f"member {recipient.id} is {age}: care is redeemed from age "

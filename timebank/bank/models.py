@@ -94,6 +94,9 @@ class Policy(_Frozen):
     #: (Beijing). The recipient must qualify by age or need either way.
     redemption_min_age: int | None = Field(default=60, ge=0, le=150, strict=True)
     need_redeems: bool = Field(default=True, strict=True)
+    #: "age_or_need" (the default): either qualifies. "age_and_need" (Beijing: "once 60+ and
+    #: in need"): the recipient must be old enough and assessed in need.
+    redemption_rule: Literal["age_or_need", "age_and_need"] = "age_or_need"
     spouse_redeems: bool = Field(default=False, strict=True)
     #: Gifts: to whom a member may give minutes, named by what the receiver is to the giver
     #: (a gift to one's mother goes to a "parent"). The default is direct relatives only
@@ -124,6 +127,10 @@ class Policy(_Frozen):
     def _has_types(self) -> Policy:
         if not self.service_types:
             raise ValueError("the catalogue needs at least one service type")
+        if self.redemption_rule == "age_and_need" and (
+            self.redemption_min_age is None or not self.need_redeems
+        ):
+            raise ValueError("redemption_rule 'age_and_need' needs a minimum age and need_redeems")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
