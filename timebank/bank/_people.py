@@ -153,15 +153,7 @@ def set_status(act: Act, member_id: int, status: str, reason: str, operator: str
     """Freeze, unfreeze, mark deceased or close a member (administrators of a region at or
     above the member's home). The member's ledger account follows: frozen while the member
     is frozen or deceased, closed with the member (it must be empty)."""
-    member = member_row(act.conn, member_id, lock=True)
-    authorize(
-        act.conn,
-        member.programme_id,
-        operator,
-        "administrator",
-        site=home_site(act.conn, member),
-        region_admin=True,
-    )
+    member = _for_administrator(act, member_id, operator)
     if member.status == status:
         if member.status_reason != reason:
             raise errors.ExistsError("member status", member_id, ["reason"])
@@ -234,6 +226,18 @@ def set_beneficiary(act: Act, member_id: int, beneficiary_id: int | None, operat
 def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operator: str) -> None:
     """Replace the member's priority attributes (administrators of a region at or above the
     member's home): the grant rules of the policy name them."""
+    _for_administrator(act, member_id, operator)
+    act.conn.execute(delete(member_attributes).where(member_attributes.c.member_id == member_id))
+    if attributes:
+        act.conn.execute(
+            insert(member_attributes),
+            [{"member_id": member_id, "attribute": name} for name in sorted(attributes)],
+        )
+
+
+def _for_administrator(act: Act, member_id: int, operator: str) -> Row[Any]:
+    """The member's row, locked, once ``operator`` is shown to administer a region at or
+    above the member's home station."""
     member = member_row(act.conn, member_id, lock=True)
     authorize(
         act.conn,
@@ -243,12 +247,7 @@ def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operato
         site=home_site(act.conn, member),
         region_admin=True,
     )
-    act.conn.execute(delete(member_attributes).where(member_attributes.c.member_id == member_id))
-    if attributes:
-        act.conn.execute(
-            insert(member_attributes),
-            [{"member_id": member_id, "attribute": name} for name in sorted(attributes)],
-        )
+    return member
 
 
 def require_active(conn: Connection, member_ids: list[int], programme_id: int) -> None:
@@ -276,15 +275,7 @@ def birth_date_of(conn: Connection, member_id: int) -> date:
 def set_assessed_need(act: Act, member_id: int, in_need: bool, operator: str) -> None:
     """Record an assessment of need (administrators of a region at or above the member's
     home): with ``Policy.need_redeems``, it lets the member redeem whatever their age."""
-    member = member_row(act.conn, member_id, lock=True)
-    authorize(
-        act.conn,
-        member.programme_id,
-        operator,
-        "administrator",
-        site=home_site(act.conn, member),
-        region_admin=True,
-    )
+    member = _for_administrator(act, member_id, operator)
     if bool(member.assessed_need) != in_need:
         act.conn.execute(
             update(members).where(members.c.id == member_id).values(assessed_need=in_need)
