@@ -116,8 +116,10 @@ def test_a_booking_left_alone_expires(world: World) -> None:
         booking.id, operator="sunrise-op"))
     refused(world, ServiceStateError, lambda: world.bank.cancel_booking(
         booking.id, reason="late", operator="sunrise-op"))
-    assert world.bank.expire_bookings() == 1
-    assert world.bank.expire_bookings() == 0
+    refused(world, PermissionDeniedError, lambda: world.bank.expire_bookings(
+        PROGRAMME, operator="rec-sw"))
+    assert world.bank.expire_bookings(PROGRAMME, operator="gy-admin") == 1
+    assert world.bank.expire_bookings(PROGRAMME, operator="gy-admin") == 0
     assert world.bank.booking(booking.id).status == "expired"
     assert book(world, "b2", 150).status == "booked"
 
@@ -146,6 +148,10 @@ def test_booking_again_is_a_replay_and_other_content_a_conflict(world: World) ->
     err = refused(world, IdempotencyConflictError, lambda: book(
         world, "b1", 31, scheduled_at=first.scheduled_at))
     assert err.fields == ("minutes",)
+    err = refused(world, IdempotencyConflictError, lambda: book(
+        world, "b1", 30, scheduled_at=first.scheduled_at,
+        expires_at=first.expires_at + timedelta(days=30)))
+    assert err.fields == ("expires_at",)
 
 
 def test_booking_eligibility_is_the_redemptions(world: World) -> None:
@@ -225,3 +231,17 @@ def test_concurrent_bookings_never_hold_more_than_the_balance(world: World) -> N
     booked = [o for o in outcomes if isinstance(o, int)]
     member = world.bank.member(world.members["wang"])
     assert member.held_minutes == 50 * len(booked) <= member.balance_minutes == 150
+
+
+def test_a_booking_for_a_spouse_who_dies_is_released(world: World) -> None:
+    wang, li = world.members["wang"], world.members["li"]
+    world.bank.relate(wang, li, "spouse", operator="rec-sw")
+    policy = POLICY.model_copy(update={"spouse_redeems": True})
+    world.bank.set_policy(PROGRAMME, policy, effective_from=world.clock.now, operator="admin")
+    world.clock.advance(minutes=1)
+    booking = book(world, "b1", 60, recipient_id=li)
+    world.bank.set_member_status(li, "deceased", reason="passed away", operator="gy-admin")
+    assert world.bank.booking(booking.id).status == "cancelled"
+    assert world.bank.member(wang).held_minutes == 0
+    refused(world, ServiceStateError, lambda: world.bank.complete_booking(
+        booking.id, operator="sunrise-op"))

@@ -95,3 +95,30 @@ def test_expiry_refusals(world: World) -> None:
                             roles=["administrator"], region="anci", by="admin")
     assert world.bank.expire(PROGRAMME, as_of=world.clock.now, operator="anci-admin") == 0
     assert world.balance("wang") == 60
+
+
+def test_sweeps_never_repeat_an_entry_key(world: World) -> None:
+    """A booking holds part of a member's due lots; a gift then brings an older, due lot
+    between them: every sweep still posts under a key of its own."""
+    expiring(world, days=30)
+    sun = world.register("sun", home_site="anci-sw", operator="rec-anci")
+    wang = world.members["wang"]
+    earn(world, "a", "wang", 100)
+    world.clock.advance(days=2)
+    service = world.serve("c", "sun", "zhao", minutes=50, site="anci-sw", operator="rec-anci")
+    world.bank.confirm_service(service, operator="rec-anci")
+    world.clock.advance(days=2)
+    earn(world, "b", "wang", 50)
+    world.clock.advance(days=40)
+    world.bank.relate(sun, wang, "parent", operator="rec-anci")
+    world.bank.book("bk1", programme=PROGRAMME, member_id=wang, site="sunrise",
+                    service_type="shopping", minutes=100,
+                    scheduled_at=world.clock.now + timedelta(days=3), operator="sunrise-op")
+    as_of = world.clock.now
+    world.bank.expire(PROGRAMME, as_of=as_of, operator="gy-admin")
+    assert world.balance("wang") == 100  # the booking's 100 wait
+    world.bank.give("g1", programme=PROGRAMME, giver_id=sun, receiver_id=wang, minutes=50,
+                    operator="rec-anci")
+    world.bank.expire(PROGRAMME, as_of=as_of, operator="gy-admin")
+    assert world.balance("wang") == 100 == world.bank.lots_total(wang)
+    assert world.bank.ledger.balance("langfang:expired").posted_minutes == 100

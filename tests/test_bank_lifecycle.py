@@ -6,7 +6,7 @@ Every refusal checked to change nothing. On SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -168,3 +168,10 @@ def test_guarantee_exposure_of_a_programme_and_a_region(world: World) -> None:
         world.bank.guarantee_exposure(PROGRAMME, at=datetime(2026, 11, 1))  # naive
     with pytest.raises(BankObjectNotFoundError):
         world.bank.guarantee_exposure(PROGRAMME, region="atlantis")
+
+
+def test_a_date_ends_in_the_time_zone_of_the_policy_of_that_day(world: World) -> None:
+    use(world, timezone="Asia/Shanghai")
+    view = world.bank.guarantee_exposure(PROGRAMME, at=date(2026, 11, 2))
+    assert view.at == datetime(2026, 11, 2, 15, 59, 59, 999999, tzinfo=UTC)
+    assert view.total_minutes == 180  # recorded at 09:00 UTC, 17:00 in Shanghai

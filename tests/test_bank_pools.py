@@ -286,3 +286,19 @@ def test_concurrent_grants_never_pass_the_cap(world: World) -> None:
     granted = [o for o in outcomes if isinstance(o, int)]
     assert world.balance("grandma") == 40 * len(granted) <= 100
     assert pool(world, "xinyuan") == 200 - 40 * len(granted)
+
+
+def test_a_retry_finds_its_donation_after_a_freeze_and_library_keys_are_reserved(
+    world: World,
+) -> None:
+    earn(world, "s1", "wang", 60)
+    first = donate(world, "d1", "wang", 20)
+    world.bank.set_member_status(world.members["wang"], "frozen", reason="audit",
+                                 operator="gy-admin")
+    before = dump(world.engine)
+    assert donate(world, "d1", "wang", 20) == first
+    assert dump(world.engine) == before
+    refused(world, MemberStateError, lambda: donate(world, "d2", "wang", 20))
+    for key in ("estate:member-1", "booking:x"):
+        refused(world, InvalidInputError, lambda k=key: donate(world, k, "wang", 5))  # type: ignore[misc]
+        refused(world, InvalidInputError, lambda k=key: grant(world, k, "grandma", 5))  # type: ignore[misc]

@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 import timebank
+from tests.bankworld import POLICY, PROGRAMME, build
+from tests.clocks import Clock
 from timebank.cli import main as cli_main
+from timebank.migrate import _config
 from timebank.schema import include_object_for, metadata
 
 
@@ -92,3 +96,43 @@ def test_demo_default_path_is_the_current_folder(tmp_path: Path) -> None:
     )
     assert (tmp_path / "timebank-demo.db").is_file()
     assert str(tmp_path / "timebank-demo.db") in result.stdout
+
+
+def test_upgrading_part_1_gives_pooled_expired_minutes_their_lots(db_url: str) -> None:
+    """Part 1 (revision 0005) moved expired minutes to a region pool without pool lots; 0006
+    creates them from the expiry entries, so a pool's balance is its lots' again."""
+    clock = Clock()
+    world = build(db_url, clock)
+    try:
+        policy = POLICY.model_copy(update={"lot_expiry_days": 1, "expired_to": "pool"})
+        world.bank.set_policy(PROGRAMME, policy, effective_from=clock.now, operator="admin")
+        clock.advance(hours=3)
+        service = world.serve("s1", "wang", "grandma", minutes=60)
+        world.bank.confirm_service(service, operator="conf-sw")
+        clock.advance(days=2)
+        assert world.bank.expire(PROGRAMME, as_of=clock.now, operator="admin") == 1
+        engine = world.engine
+        world.bank.ledger.dispose()
+        command.downgrade(_config(engine), "0005")
+        with engine.connect() as conn:
+            assert "tb_pool_lots" not in inspect(conn).get_table_names()
+        timebank.upgrade(engine)
+        reopened = timebank.TimeBank(timebank.Ledger(engine, clock=clock),
+                                     identity_secrets={})
+        assert reopened.pool_lots_total(PROGRAMME, "xinyuan") == 60
+        pool = reopened.region(PROGRAMME, "xinyuan").pool_account
+        assert reopened.ledger.balance(pool).posted_minutes == 60
+    finally:
+        world.bank.dispose()
+
+
+def test_every_revision_downgrades_and_upgrades_again(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        timebank.upgrade(engine)
+        command.downgrade(_config(engine), "base")
+        assert timebank.current_revision(engine) is None
+        timebank.upgrade(engine)
+        assert timebank.current_revision(engine) == timebank.head_revision()
+    finally:
+        engine.dispose()

@@ -542,19 +542,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping a table drops its indexes (MariaDB refuses to drop one a foreign key uses).
     op.drop_table("tb_service_recipients")
     op.drop_table("tb_confirmations")
-    with op.batch_alter_table("tb_services", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_services_volunteer_id_started_at")
-        batch_op.drop_index("ix_tb_services_status_ended_at")
-
     op.drop_table("tb_services")
     op.drop_table("tb_relations")
     op.drop_table("tb_operator_roles")
     op.drop_table("tb_member_personal")
-    with op.batch_alter_table("tb_lots", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_lots_member_id_earned_on")
-
     op.drop_table("tb_lots")
     op.drop_table("tb_operators")
     op.drop_table("tb_members")

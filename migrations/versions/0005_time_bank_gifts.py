@@ -80,7 +80,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tb_gifts", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_gifts_giver_id_occurred_at")
-
+    # Dropping a table drops its indexes (MariaDB refuses to drop one a foreign key uses).
     op.drop_table("tb_gifts")

@@ -27,6 +27,21 @@ Stamp = (
 )
 
 
+#: Part 1 sent expired minutes to region pools without pool lots: give each its lot, with
+#: the origin and earned day of the member's lot it came from (no grant could take any yet).
+BACKFILL_POOL_LOTS = """
+INSERT INTO tb_pool_lots
+    (region_id, minutes, remaining_minutes, origin_site_id, earned_on, source_entry_id)
+SELECT r.id, u.minutes, u.minutes, l.origin_site_id, l.earned_on, u.entry_id
+FROM tb_lot_uses u
+JOIN tb_entries e ON e.id = u.entry_id AND e.code = 'expiry'
+JOIN tb_postings p ON p.entry_id = u.entry_id AND p.amount_minutes > 0
+JOIN tb_regions r ON r.pool_account_id = p.account_id
+JOIN tb_lots l ON l.id = u.lot_id
+ORDER BY u.entry_id, u.lot_id
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "tb_pool_lots",
@@ -284,20 +299,14 @@ def upgrade() -> None:
             "ix_tb_bookings_member_id_scheduled_at", ["member_id", "scheduled_at"], unique=False
         )
 
+    op.execute(sa.text(BACKFILL_POOL_LOTS))
+
 
 def downgrade() -> None:
-    with op.batch_alter_table("tb_bookings", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_bookings_member_id_scheduled_at")
-
+    # Dropping a table drops its indexes (MariaDB refuses to drop one a foreign key uses).
     op.drop_table("tb_bookings")
-    with op.batch_alter_table("tb_pool_moves", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_pool_moves_member_id_occurred_at")
-
     op.drop_table("tb_pool_moves")
     op.drop_table("tb_pool_lot_uses")
     op.drop_table("tb_member_attributes")
     op.drop_table("tb_beneficiaries")
-    with op.batch_alter_table("tb_pool_lots", schema=None) as batch_op:
-        batch_op.drop_index("ix_tb_pool_lots_region_id_earned_on")
-
     op.drop_table("tb_pool_lots")

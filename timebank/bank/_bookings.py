@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, or_, select, update
 
 from timebank import errors
 from timebank.bank import _redeem
-from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
+from timebank.bank._ctx import Act, account_code, code_of, differences, one, programme_row
 from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank._people import member_row
 from timebank.bank.models import BookingStatus, BookingView
@@ -31,9 +31,16 @@ def book(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
     site = site_row(act.conn, programme.id, data["site"])
     authorize(act.conn, programme.id, operator, "redeemer", site=site)
     wanted = {**{k: data[k] for k in _COMPARED if k != "site_id"}, "site_id": site.id}
-    replay = act.conn.execute(select(bookings).where(bookings.c.idempotency_key == key)).first()
+    # The member's row lock first: a retry that waited on it then finds the first attempt.
+    member = member_row(act.conn, data["member_id"], lock=True)
+    replay = act.conn.execute(
+        select(bookings, holds.c.expires_at)
+        .join(holds, holds.c.id == bookings.c.hold_id)
+        .where(bookings.c.idempotency_key == key)
+    ).first()
     if replay is not None:
-        fields = [name for name, value in wanted.items() if getattr(replay, name) != value]
+        stored = {**replay._mapping}
+        fields = differences(stored, {**wanted, "expires_at": data["expires_at"]})
         if replay.programme_id != programme.id:
             fields.append("programme")
         if fields:
@@ -49,7 +56,6 @@ def book(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         raise errors.PolicyViolationError(
             f"service type {data['service_type']!r} is not in the catalogue"
         )
-    member = member_row(act.conn, data["member_id"], lock=True)
     recipient = member_row(act.conn, data["recipient_id"])
     _redeem.check_people(act.conn, programme.id, member, recipient, policy, data["scheduled_at"])
     hold = act.tx.hold(
@@ -109,8 +115,10 @@ def complete(
             f"booking {booking_id} holds {booking.minutes} minutes: {amount} cannot be redeemed"
         )
     member = member_row(act.conn, booking.member_id, lock=True)
-    if member.status != "active":
-        raise errors.MemberStateError(f"member {member.id} is {member.status}")
+    recipient = member_row(act.conn, booking.recipient_id)
+    for person in (member, recipient):
+        if person.status != "active":
+            raise errors.MemberStateError(f"member {person.id} is {person.status}")
     when = act.now if occurred_at is None else occurred_at
     if when > act.now:
         raise errors.InvalidInputError("a booking is completed when the care was given")
@@ -164,11 +172,15 @@ def _require_open(act: Act, booking: Row[Any]) -> None:
 
 
 def cancel_all(act: Act, member_id: int, reason: str, operator: str) -> None:
-    """Release every open booking of the member (on death)."""
+    """Release every open booking the member pays for or would receive care from (on
+    death)."""
     pending = act.conn.execute(
         select(bookings.c.id, bookings.c.hold_id)
         .join(holds, holds.c.id == bookings.c.hold_id)
-        .where(bookings.c.member_id == member_id, holds.c.status == "pending")
+        .where(
+            or_(bookings.c.member_id == member_id, bookings.c.recipient_id == member_id),
+            holds.c.status == "pending",
+        )
         .order_by(bookings.c.id)
     ).all()
     for booking_id, hold_id in pending:

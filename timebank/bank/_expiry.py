@@ -5,8 +5,8 @@ lots have nothing left."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from itertools import groupby
+import hashlib
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, select, update
@@ -36,14 +36,9 @@ def expire(act: Act, programme_code: str, as_of: datetime, operator: str) -> int
             f"operator {operator!r} may not expire lots: region administrators only"
         )
     _, policy = policy_at(act.conn, programme.id, as_of)
-    due: list[Row[Any]] = act.conn.execute(
-        select(
-            lots.c.id,
-            lots.c.member_id,
-            lots.c.remaining_minutes,
-            members.c.account_id,
-            regions.c.id.label("region_id"),
-        )
+    today = policy.local_date(as_of)
+    candidates = act.conn.execute(
+        select(lots.c.member_id, regions.c.id.label("region_id"))
         .join(members, members.c.id == lots.c.member_id)
         .join(sites, sites.c.id == members.c.home_site_id)
         .join(regions, regions.c.id == sites.c.region_id)
@@ -52,18 +47,46 @@ def expire(act: Act, programme_code: str, as_of: datetime, operator: str) -> int
             members.c.status == "active",
             regions.c.path.startswith(who.region_path),
             lots.c.remaining_minutes > 0,
-            lots.c.expires_on <= policy.local_date(as_of),
+            lots.c.expires_on <= today,
         )
-        .order_by(lots.c.member_id, lots.c.earned_on, lots.c.id)
+        .group_by(lots.c.member_id, regions.c.id)
+        .order_by(lots.c.member_id)
         .limit(LOTS_PER_SWEEP_MAX)
-    ).all()  # type: ignore[assignment]
-    expired = 0
-    for _member_id, member_lots in groupby(due, key=lambda row: row.member_id):
-        rows = list(member_lots)
-        pool = _lots.Destination(_lots.POOL, rows[0].region_id)
+    ).all()
+    expired, budget = 0, LOTS_PER_SWEEP_MAX
+    for member_id, region_id in candidates:
+        rows = _due_lots(act, member_id, today, budget)
+        if not rows:
+            continue  # a writer got there first, or the member is no longer active
+        budget -= len(rows)
+        pool = _lots.Destination(_lots.POOL, region_id)
         to = programme.expired_account_id if policy.expired_to == "programme" else pool
         expired += _expire_member(act, rows, to, operator, as_of)
+        if budget <= 0:
+            break
     return expired
+
+
+def _due_lots(act: Act, member_id: int, today: date, limit: int) -> list[Row[Any]]:
+    """The member's due lots, read again under the member's row lock (every writer that
+    takes minutes from a member holds it) and locked themselves, oldest first."""
+    status = act.conn.execute(
+        select(members.c.status).where(members.c.id == member_id).with_for_update()
+    ).scalar_one()
+    if status != "active":
+        return []
+    rows: list[Row[Any]] = act.conn.execute(
+        select(lots.c.id, lots.c.member_id, lots.c.remaining_minutes)
+        .where(
+            lots.c.member_id == member_id,
+            lots.c.remaining_minutes > 0,
+            lots.c.expires_on <= today,
+        )
+        .order_by(lots.c.earned_on, lots.c.id)
+        .limit(limit)
+        .with_for_update()
+    ).all()  # type: ignore[assignment]
+    return rows
 
 
 def _expire_member(
@@ -77,8 +100,11 @@ def _expire_member(
     those stay until the booking resolves, and a later sweep takes what is left. Returns how
     many lots were fully expired."""
     first = due[0]
-    code = account_code(act.conn, first.account_id)
-    free = act.tx.balance(code).posted_minutes - held_minutes(act.conn, first.account_id, act.now)
+    account_id = act.conn.execute(
+        select(members.c.account_id).where(members.c.id == first.member_id)
+    ).scalar_one()
+    code = account_code(act.conn, account_id)
+    free = act.tx.balance(code).posted_minutes - held_minutes(act.conn, account_id, act.now)
     taken: list[tuple[Row[Any], int]] = []
     for row in due:
         part = min(row.remaining_minutes, free)
@@ -88,15 +114,18 @@ def _expire_member(
         free -= part
     if not taken:
         return 0
-    before = sum(row.remaining_minutes for row in due)
+    # Unique per sweep: the pairs (lot, minutes left) of a member's due lots never come
+    # back once a sweep has taken minutes from one of them (minutes left only go down).
+    digest = hashlib.sha256(
+        ",".join(f"{row.id}:{row.remaining_minutes}" for row in due).encode()
+    ).hexdigest()[:32]
     destination = (
         account_code(act.conn, to)
         if isinstance(to, int)
         else _pools.pool_code(act.conn, to.owner_id)
     )
     entry = act.tx.transfer(
-        # Unique per sweep: the minutes left in these lots only ever go down.
-        f"expiry-m{first.member_id}-l{first.id}-{due[-1].id}-r{before}",
+        f"expiry-m{first.member_id}-{digest}",
         debit=code,
         credit=destination,
         amount_minutes=sum(part for _, part in taken),

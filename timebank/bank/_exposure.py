@@ -56,12 +56,19 @@ def exposure(
 
 
 def _moment(conn: Connection, programme_id: int, at: datetime | date) -> datetime:
+    """``at`` itself, or the last microsecond of the day ``at`` in the time zone of the
+    policy in force then (found again if that policy's zone moves the day's end)."""
     if isinstance(at, datetime):
         return at
-    _, policy = policy_at(conn, programme_id, datetime.combine(at, time(), ZoneInfo("UTC")))
-    # The last microsecond of the day, in the programme's calendar.
-    start_next = datetime.combine(at + timedelta(days=1), time(), ZoneInfo(policy.timezone))
-    return start_next - timedelta(microseconds=1)
+    moment = datetime.combine(at + timedelta(days=1), time(), ZoneInfo("UTC"))
+    for _ in range(3):  # a zone, then the zone in force at that zone's end of day
+        _, policy = policy_at(conn, programme_id, moment)
+        next_day = datetime.combine(at + timedelta(days=1), time(), ZoneInfo(policy.timezone))
+        end = next_day - timedelta(microseconds=1)
+        if end == moment:
+            break
+        moment = end
+    return moment
 
 
 def _sum(conn: Connection, account_ids: Any, moment: datetime) -> tuple[int, int]:

@@ -126,21 +126,26 @@ def _replay(act: Act, key: str, wanted: dict[str, Any]) -> int | None:
     return int(row.id)
 
 
-def _member_in(conn: Connection, member_id: int, programme_id: int, *, lock: bool) -> Row[Any]:
-    query = select(members).where(members.c.id == member_id)
-    row = one(conn, query.with_for_update() if lock else query, "member", member_id)
+def _locked_member(conn: Connection, member_id: int, programme_id: int) -> Row[Any]:
+    """The member's row, locked before an act looks for its key: a retry that waited on
+    this lock then finds the first attempt's row."""
+    query = select(members).where(members.c.id == member_id).with_for_update()
+    row = one(conn, query, "member", member_id)
     if row.programme_id != programme_id:
         raise errors.BankObjectNotFoundError("member", member_id)
-    if row.status != "active":
-        raise errors.MemberStateError(f"member {member_id} is {row.status}")
     return row
+
+
+def _require_active(member: Row[Any]) -> None:
+    if member.status != "active":
+        raise errors.MemberStateError(f"member {member.id} is {member.status}")
 
 
 def donate(act: Act, programme_code: str, key: str, data: dict[str, Any], operator: str) -> int:
     """A member's minutes to a region's pool (their home region's when none is named).
     Entered by a recorder of the member's home station; groups may always donate."""
     programme = programme_row(act.conn, programme_code)
-    member = _member_in(act.conn, data["member_id"], programme.id, lock=True)
+    member = _locked_member(act.conn, data["member_id"], programme.id)
     home = act.conn.execute(select(sites).where(sites.c.id == member.home_site_id)).one()
     authorize(act.conn, programme.id, operator, "recorder", site=home)
     region_id = (
@@ -153,6 +158,7 @@ def donate(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
     replay = _replay(act, key, wanted)
     if replay is not None:
         return replay
+    _require_active(member)
     minutes = data["minutes"]
     entry_id = post_legs(
         act,
@@ -176,12 +182,13 @@ def grant(act: Act, programme_code: str, key: str, data: dict[str, Any], operato
     programme = programme_row(act.conn, programme_code)
     region = region_row(act.conn, programme.id, data["region"])
     authorize(act.conn, programme.id, operator, "administrator", region=region, region_admin=True)
-    wanted = {"kind": "grant", "member_id": data["member_id"], "region_id": region.id}
+    elder = _locked_member(act.conn, data["member_id"], programme.id)
+    wanted = {"kind": "grant", "member_id": elder.id, "region_id": region.id}
     wanted["minutes"] = data["minutes"]
     replay = _replay(act, key, wanted)
     if replay is not None:
         return replay
-    elder = _member_in(act.conn, data["member_id"], programme.id, lock=True)
+    _require_active(elder)
     _, policy = policy_at(act.conn, programme.id, act.now)
     _check_grantee(act.conn, elder, region, policy, act)
     require_room(act, elder, data["minutes"], policy)

@@ -28,6 +28,8 @@ def redeem(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
     occurred_at = data["occurred_at"] or act.now
     wanted = {**{k: data[k] for k in _COMPARED if k in data}, "site_id": site.id}
     wanted["occurred_at"] = occurred_at
+    # The member's row lock first: a retry that waited on it then finds the first attempt.
+    member = member_row(act.conn, data["member_id"], lock=True)
     replay = act.conn.execute(
         select(redemptions).where(redemptions.c.idempotency_key == key)
     ).first()
@@ -41,7 +43,6 @@ def redeem(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
         raise errors.PolicyViolationError(
             f"service type {data['service_type']!r} is not in the catalogue"
         )
-    member = member_row(act.conn, data["member_id"], lock=True)
     recipient = member_row(act.conn, data["recipient_id"])
     check_people(act.conn, programme.id, member, recipient, policy, occurred_at)
     entry = act.tx.transfer(

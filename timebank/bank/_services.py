@@ -368,7 +368,7 @@ def reverse(act: Act, service_id: int, reason: str, operator: str) -> None:
         raise errors.ServiceStateError(
             f"service {service_id} is {service.status}: nothing to reverse"
         )
-    volunteer = member_row(act.conn, service.volunteer_id)
+    volunteer = member_row(act.conn, service.volunteer_id, lock=True)
     if volunteer.status != "active":
         raise errors.MemberStateError(
             f"member {volunteer.id} is {volunteer.status}: nothing moves on their account"

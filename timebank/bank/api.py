@@ -373,8 +373,6 @@ class TimeBank:
         LimitExceededError with ``available_minutes``. The minutes leave the member's lots
         first in, first out; the redemption keeps which lots (where they were earned)."""
         _key(idempotency_key)
-        # A completed booking's redemption is keyed "booking:<its key>".
-        require(not idempotency_key.startswith("booking:"), "'booking:' keys are reserved")
         require(occurred_at is None or _aware(occurred_at), "occurred_at must be timezone-aware")
         for member in (member_id, recipient_id):
             require(member is None or type(member) is int, "member ids are integers")
@@ -490,10 +488,23 @@ class TimeBank:
         self._act(lambda act: _bookings.cancel(act, booking_id, reason, operator))
         return self.booking(booking_id)
 
-    def expire_bookings(self, *, limit: int = 1_000) -> int:
-        """Release up to ``limit`` bookings past their expiry (they release themselves the
-        next time the member's minutes move; call this from a scheduler to see it at once)."""
-        return self._act(lambda act: act.tx.expire_holds(limit=limit))
+    def expire_bookings(self, programme: str, *, operator: str, limit: int = 1_000) -> int:
+        """Mark up to ``limit`` holds past their expiry as expired (administrators of the
+        programme). Housekeeping only: a lapsed booking already reserves nothing, and its
+        hold is released the next time the member's minutes move. The ledger's sweep covers
+        every overdue hold of the database, which for each is the state it is already in."""
+        require(type(limit) is int and 1 <= limit <= 10_000, "limit: 1 to 10,000")
+
+        def sweep(act: Act) -> int:
+            programme_id = programme_row(act.conn, programme).id
+            who = _org.actor(act.conn, programme_id, operator)
+            if "auditor" in who.roles or "administrator" not in who.roles:
+                raise errors.PermissionDeniedError(
+                    f"operator {operator!r} may not expire bookings: administrators only"
+                )
+            return act.tx.expire_holds(limit=limit)
+
+        return self._act(sweep)
 
     def redemption(self, redemption_id: int) -> RedemptionView:
         return self._read(lambda conn: _redeem.view(conn, redemption_id))
@@ -836,6 +847,11 @@ def _key(key: str) -> None:
     require(
         isinstance(key, str) and 0 < len(key) <= REDEMPTION_KEY_LENGTH_MAX,
         f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
+    )
+    # Keys the library writes itself: a completed booking's redemption, a death's estate.
+    require(
+        not key.startswith(("booking:", "estate:")),
+        "idempotency keys starting 'booking:' or 'estate:' are reserved",
     )
 
 
