@@ -2183,6 +2183,17 @@ class BankMachine(RuleBasedStateMachine):
             assert total == self.model.pool_balance(region), region
 
     @invariant()
+    def guarantee_is_what_members_and_pools_hold(self) -> None:
+        """The exposure now is the members' and pools' balances the model predicts."""
+        members = sum(self.model.balance(member) for member in self.model.members)
+        pools = sum(self.model.pool_balance(region) for region in REGIONS)
+        exposure = self.bank.guarantee_exposure(PROGRAMME)
+        assert (exposure.member_minutes, exposure.pool_minutes) == (members, pools)
+        assert exposure.members_with_balance == sum(
+            1 for member in self.model.members if self.model.balance(member) > 0
+        )
+
+    @invariant()
     def bookings_match(self) -> None:
         for booking in self.model.bookings.values():
             view = self.bank.booking(booking.id)
