@@ -67,7 +67,7 @@ def create(
 
 def consume(
     conn: Connection,
-    member_id: int,
+    owner_id: int,
     minutes: int,
     *,
     first_lot_id: int | None = None,
@@ -80,7 +80,7 @@ def consume(
     table = holder.table
     query = (
         select(table.c.id, table.c.remaining_minutes)
-        .where(holder.owner == member_id, table.c.remaining_minutes > 0)
+        .where(holder.owner == owner_id, table.c.remaining_minutes > 0)
         .order_by(table.c.earned_on, table.c.id)
         .with_for_update()
     )
@@ -98,7 +98,7 @@ def consume(
     if left:
         # The ledger's floor refuses this before we get here; lots and ledger disagree.
         raise errors.IntegrityViolationError(
-            f"{holder.name} {member_id}'s lots hold {minutes - left} of the {minutes} minutes"
+            f"{holder.name} {owner_id}'s lots hold {minutes - left} of the {minutes} minutes"
         )
     for lot_id, part in taken:
         conn.execute(
@@ -145,8 +145,9 @@ def create_pool_lot(
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where moved minutes arrive: a member's lots or a region pool's. ``expires_on`` for a
-    member: None keeps each source lot's expiry; a date sets it (a grant starts anew)."""
+    """Where moved minutes arrive: a member's lots or a region pool's. For a member, with
+    ``keep_expiry`` each source lot's expiry travels with it (gifts, estates); without, the
+    new lots expire on ``expires_on`` (a grant starts anew; None: never)."""
 
     holder: Holder
     owner_id: int
@@ -212,11 +213,11 @@ def arrive(
     )
 
 
-def open_total(conn: Connection, member_id: int, holder: Holder = MEMBER) -> int:
+def open_total(conn: Connection, owner_id: int, holder: Holder = MEMBER) -> int:
     table = holder.table
     total = conn.execute(
         select(func.coalesce(func.sum(table.c.remaining_minutes), 0)).where(
-            holder.owner == member_id
+            holder.owner == owner_id
         )
     ).scalar_one()
     return int(total)
