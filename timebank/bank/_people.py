@@ -1,5 +1,6 @@
 """Members: registration under a keyed hash of their identity, personal data kept apart,
-relations, and status (a frozen or deceased member moves no minutes)."""
+relations, beneficiaries, priority attributes and assessments of need (status changes live
+in ``_lifecycle``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from timebank import errors
-from timebank.bank._ctx import Act, account_code, differences, one, programme_row
-from timebank.bank._org import authorize, policy_at, site_row
+from timebank.bank._ctx import Act, differences, one, programme_row
+from timebank.bank._org import authorize, site_row
 from timebank.bank.limits import IDENTITY_LENGTH_MAX
 from timebank.bank.models import INVERSE_RELATION
 from timebank.bank.schema import (
@@ -140,64 +141,6 @@ def relate(act: Act, member_id: int, other_id: int, kind: str, operator: str) ->
     )
 
 
-#: Which status may follow which. Closed is final; a deceased member is only closed.
-TRANSITIONS = {
-    "active": {"frozen", "deceased", "closed"},
-    "frozen": {"active", "deceased", "closed"},
-    "deceased": {"closed"},
-    "closed": set(),
-}
-
-
-def set_status(act: Act, member_id: int, status: str, reason: str, operator: str) -> None:
-    """Freeze, unfreeze, mark deceased or close a member (administrators of a region at or
-    above the member's home). The member's ledger account follows: frozen while the member
-    is frozen or deceased, closed with the member (it must be empty)."""
-    member = _for_administrator(act, member_id, operator)
-    if member.status == status:
-        if member.status_reason != reason:
-            raise errors.ExistsError("member status", member_id, ["reason"])
-        return
-    if status not in TRANSITIONS[member.status]:
-        raise errors.MemberStateError(
-            f"member {member_id} is {member.status}: it cannot become {status}"
-        )
-    account = act.tx.account(account_code(act.conn, member.account_id))
-    if status == "deceased":
-        _settle_death(act, member, reason, operator)
-        account = act.tx.account(account.code)
-    if status == "closed":
-        act.tx.close(account.code, reason=reason)
-    elif status in ("frozen", "deceased") and account.status == "open":
-        act.tx.freeze(account.code, reason=reason)
-    elif status == "active":
-        act.tx.unfreeze(account.code, reason=reason)
-    act.conn.execute(
-        update(members).where(members.c.id == member_id).values(status=status, status_reason=reason)
-    )
-
-
-def _settle_death(act: Act, member: Row[Any], reason: str, operator: str) -> None:
-    """Release the member's bookings and pass their minutes on (``Policy.estate_to``)."""
-    from timebank.bank import _bookings, _pools  # noqa: PLC0415 - they build on this module
-
-    code = account_code(act.conn, member.account_id)
-    if act.tx.account(code).status == "frozen":
-        act.tx.unfreeze(code, reason="estate")
-    _bookings.cancel_all(act, member.id, reason or "deceased", operator)
-    _, policy = policy_at(act.conn, member.programme_id, act.now)
-    heir = None
-    if policy.estate_to == "beneficiary":
-        heir_id = act.conn.execute(
-            select(beneficiaries.c.beneficiary_id).where(beneficiaries.c.member_id == member.id)
-        ).scalar()
-        if heir_id is not None:
-            heir = member_row(act.conn, heir_id, lock=True)
-            if heir.status != "active":
-                heir = None  # a frozen, deceased or closed heir receives nothing: the pool does
-    _pools.settle_estate(act, member, heir, policy, operator)
-
-
 def set_beneficiary(act: Act, member_id: int, beneficiary_id: int | None, operator: str) -> None:
     """Designate (or, with None, withdraw) whom the member's minutes pass to on their death.
     Entered by a recorder of the member's home station; both are active people of the same
@@ -226,7 +169,7 @@ def set_beneficiary(act: Act, member_id: int, beneficiary_id: int | None, operat
 def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operator: str) -> None:
     """Replace the member's priority attributes (administrators of a region at or above the
     member's home): the grant rules of the policy name them."""
-    _for_administrator(act, member_id, operator)
+    for_administrator(act, member_id, operator)
     act.conn.execute(delete(member_attributes).where(member_attributes.c.member_id == member_id))
     if attributes:
         act.conn.execute(
@@ -235,7 +178,7 @@ def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operato
         )
 
 
-def _for_administrator(act: Act, member_id: int, operator: str) -> Row[Any]:
+def for_administrator(act: Act, member_id: int, operator: str) -> Row[Any]:
     """The member's row, locked, once ``operator`` is shown to administer a region at or
     above the member's home station."""
     member = member_row(act.conn, member_id, lock=True)
@@ -275,7 +218,7 @@ def birth_date_of(conn: Connection, member_id: int) -> date:
 def set_assessed_need(act: Act, member_id: int, in_need: bool, operator: str) -> None:
     """Record an assessment of need (administrators of a region at or above the member's
     home): with ``Policy.need_redeems``, it lets the member redeem whatever their age."""
-    member = _for_administrator(act, member_id, operator)
+    member = for_administrator(act, member_id, operator)
     if bool(member.assessed_need) != in_need:
         act.conn.execute(
             update(members).where(members.c.id == member_id).values(assessed_need=in_need)

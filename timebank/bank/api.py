@@ -20,6 +20,7 @@ from timebank.bank import (
     _expiry,
     _exposure,
     _gifts,
+    _lifecycle,
     _lots,
     _org,
     _people,
@@ -272,7 +273,7 @@ class TimeBank:
     ) -> MemberView:
         """Freeze (nothing moves), unfreeze, mark deceased or close (empty accounts only)."""
         require(len(reason) <= MEMO_LENGTH_MAX, "reason: at most 500 characters")
-        self._act(lambda act: _people.set_status(act, member_id, status, reason, operator))
+        self._act(lambda act: _lifecycle.set_status(act, member_id, status, reason, operator))
         return self.member(member_id)
 
     # --- services ------------------------------------------------------------------------
