@@ -12,6 +12,7 @@ import pytest
 
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
+from tests.dbdump import dump
 from timebank import (
     AccountStateError,
     BankObjectNotFoundError,
@@ -126,6 +127,10 @@ def test_beneficiary_refusals(world: World) -> None:
         wang, li, operator="rec-sw"))
     world.bank.set_member_status(li, "active", reason="ok", operator="gy-admin")
     world.bank.set_beneficiary(wang, li, operator="rec-sw")
+    before = dump(world.engine)
+    world.clock.advance(minutes=5)
+    assert world.bank.set_beneficiary(wang, li, operator="rec-sw").beneficiary_id == li
+    assert dump(world.engine) == before  # a retry writes nothing
     assert world.bank.set_beneficiary(wang, None, operator="rec-sw").beneficiary_id is None
     die(world, "wang")
     refused(world, MemberStateError, lambda: world.bank.set_beneficiary(

@@ -138,6 +138,9 @@ def test_grants_follow_the_policys_rules_in_priority_order(world: World) -> None
     world.bank.set_member_attributes(grandma, ["living_alone"], operator="gy-admin")
     world.bank.set_member_attributes(li, ["disabled", "low_income"], operator="gy-admin")
     assert world.bank.member(li).attributes == ("disabled", "low_income")
+    before = dump(world.engine)
+    world.bank.set_member_attributes(li, ["low_income", "disabled"], operator="gy-admin")
+    assert dump(world.engine) == before  # the same attributes again write nothing
     ranked = world.bank.grant_candidates(PROGRAMME, "xinyuan")
     assert [(c.member_id, c.priority) for c in ranked] == [(grandma, 0), (li, 1)]
     assert grant(world, "g1", "grandma", 10).minutes == 10

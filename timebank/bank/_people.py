@@ -149,27 +149,41 @@ def set_beneficiary(act: Act, member_id: int, beneficiary_id: int | None, operat
     authorize(act.conn, member.programme_id, operator, "recorder", site=home_site(act.conn, member))
     if member.status != "active":
         raise errors.MemberStateError(f"member {member_id} is {member.status}")
+    if beneficiary_id is not None:
+        _check_heir(act.conn, member, beneficiary_id)
+    stored = act.conn.execute(
+        select(beneficiaries.c.beneficiary_id).where(beneficiaries.c.member_id == member_id)
+    ).scalar()
+    if stored == beneficiary_id:
+        return  # already so: a retry writes nothing
     act.conn.execute(delete(beneficiaries).where(beneficiaries.c.member_id == member_id))
-    if beneficiary_id is None:
-        return
-    if beneficiary_id == member_id:
+    if beneficiary_id is not None:
+        act.conn.execute(
+            insert(beneficiaries).values(
+                member_id=member_id, beneficiary_id=beneficiary_id, set_by=operator, set_at=act.now
+            )
+        )
+
+
+def _check_heir(conn: Connection, member: Row[Any], beneficiary_id: int) -> None:
+    if beneficiary_id == member.id:
         raise errors.InvalidInputError("a member is not their own beneficiary")
-    heir = member_row(act.conn, beneficiary_id)
+    heir = member_row(conn, beneficiary_id)
     if heir.programme_id != member.programme_id:
         raise errors.BankObjectNotFoundError("member", beneficiary_id)
     if heir.status != "active":
         raise errors.MemberStateError(f"member {beneficiary_id} is {heir.status}")
-    act.conn.execute(
-        insert(beneficiaries).values(
-            member_id=member_id, beneficiary_id=beneficiary_id, set_by=operator, set_at=act.now
-        )
-    )
 
 
 def set_attributes(act: Act, member_id: int, attributes: frozenset[str], operator: str) -> None:
     """Replace the member's priority attributes (administrators of a region at or above the
     member's home): the grant rules of the policy name them."""
     for_administrator(act, member_id, operator)
+    stored = act.conn.execute(
+        select(member_attributes.c.attribute).where(member_attributes.c.member_id == member_id)
+    ).scalars()
+    if frozenset(stored) == attributes:
+        return  # already so: a retry writes nothing
     act.conn.execute(delete(member_attributes).where(member_attributes.c.member_id == member_id))
     if attributes:
         act.conn.execute(
