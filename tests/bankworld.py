@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -205,6 +206,29 @@ def refused(world: World, cls: type[E], act: Callable[[], object], match: str | 
         act()
     assert dump(world.engine) == before
     return caught.value
+
+
+def race(attempts: int, act: Callable[[int], object],
+         allowed: tuple[type[BaseException], ...]) -> list[object]:
+    """Run ``act(0)`` .. ``act(attempts - 1)`` in threads released together; each outcome is
+    the value returned or the ``allowed`` error raised (any other error fails the test)."""
+    outcomes: list[object] = []
+    barrier = threading.Barrier(attempts, timeout=30)
+
+    def one(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(act(n))
+        except allowed as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == attempts, outcomes
+    return outcomes
 
 
 def at(world: World, **delta: float) -> datetime:

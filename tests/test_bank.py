@@ -3,14 +3,13 @@ idempotent retries of every command, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from tests.bankworld import POLICY, PROGRAMME, SECRET, World, fresh, refused
+from tests.bankworld import POLICY, PROGRAMME, SECRET, World, fresh, race, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
@@ -572,28 +571,13 @@ def test_concurrent_overlapping_records_end_with_one_service(world: World) -> No
     """Threads record overlapping services of one volunteer at once: the volunteer's row
     lock lets exactly one through; the others are refused, never both written."""
     start = world.clock.now - timedelta(hours=3)
-    outcomes: list[object] = []
-    barrier = threading.Barrier(4, timeout=30)
-
-    def record(n: int) -> None:
-        barrier.wait()
-        try:
-            outcomes.append(world.bank.record_service(
-                f"race-{n}", programme=PROGRAMME, volunteer_id=world.members["wang"],
-                recipient_ids=[world.members["grandma"]], site="xinyuan-sw",
-                service_type="shopping", started_at=start + timedelta(minutes=n),
-                ended_at=start + timedelta(minutes=60 + n), operator="rec-sw").id)
-        except OverlappingServiceError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=record, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = race(4, lambda n: world.bank.record_service(
+        f"race-{n}", programme=PROGRAMME, volunteer_id=world.members["wang"],
+        recipient_ids=[world.members["grandma"]], site="xinyuan-sw", service_type="shopping",
+        started_at=start + timedelta(minutes=n), ended_at=start + timedelta(minutes=60 + n),
+        operator="rec-sw").id, (OverlappingServiceError,))
     winners = [o for o in outcomes if isinstance(o, int)]
     assert len(winners) == 1, outcomes
-    assert len(outcomes) == 4
 
 
 def test_a_volunteer_group_is_a_member_too(world: World) -> None:

@@ -4,13 +4,12 @@ retries; every refusal checked to change nothing. On SQLite, PostgreSQL and Mari
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
 
-from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
+from tests.bankworld import POLICY, PROGRAMME, World, fresh, race, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import (
@@ -211,22 +210,8 @@ def test_expiry_of_lots_leaves_held_minutes_until_the_booking_resolves(world: Wo
 
 
 def test_concurrent_bookings_never_hold_more_than_the_balance(world: World) -> None:
-    outcomes: list[object] = []
-    barrier = threading.Barrier(4, timeout=30)
-
-    def one(n: int) -> None:
-        barrier.wait()
-        try:
-            outcomes.append(book(world, f"b{n}", 50).id)
-        except (LimitExceededError, ConcurrencyError) as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(outcomes) == 4
+    outcomes = race(4, lambda n: book(world, f"b{n}", 50).id,
+                    (LimitExceededError, ConcurrencyError))
     assert sum(1 for o in outcomes if isinstance(o, LimitExceededError)) >= 1, outcomes
     booked = [o for o in outcomes if isinstance(o, int)]
     member = world.bank.member(world.members["wang"])

@@ -29,13 +29,13 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -1599,28 +1599,7 @@ class BankMachine(RuleBasedStateMachine):
             view.given_by,
         ) == (key, PROGRAMME, giver_id, receiver_id, minutes, self.now, operator)
         assert view.lots == tuple(sorted(taken))
-        made = sorted(
-            (
-                lot
-                for lot in self.bank.lots(receiver_id, open_only=False)
-                if lot.source_entry_id == view.entry_id
-            ),
-            key=lambda lot: lot.id,
-        )
-        assert len(made) == len(taken), (made, taken)
-        for new, (source_id, part) in zip(made, taken, strict=True):
-            source = self.model.lots[source_id]
-            assert new.id not in self.model.lots
-            self.model.lots[new.id] = MLot(
-                new.id,
-                receiver_id,
-                view.entry_id,
-                part,
-                part,
-                source.origin_site,
-                source.earned_on,
-                source.expires_on,
-            )
+        self.adopt_new_lots(receiver_id, view.entry_id, taken, self.model.lots, "keep")
         self.model.done[key] = Spending("give", key, kwargs, view)
 
     @precondition(lambda self: bool(self.model.done))
@@ -2031,28 +2010,7 @@ class BankMachine(RuleBasedStateMachine):
         )
         days = self.policy.lot_expiry_days
         expires_on = None if days is None else today + timedelta(days=days)
-        made = sorted(
-            (
-                lot
-                for lot in self.bank.lots(member_id, open_only=False)
-                if lot.source_entry_id == view.entry_id
-            ),
-            key=lambda lot: lot.id,
-        )
-        assert len(made) == len(taken), (made, taken)
-        for new, (source_id, part) in zip(made, taken, strict=True):
-            source = self.model.pool_lots[source_id]
-            assert new.id not in self.model.lots
-            self.model.lots[new.id] = MLot(
-                new.id,
-                member_id,
-                view.entry_id,
-                part,
-                part,
-                source.origin_site,
-                source.earned_on,
-                expires_on,
-            )
+        self.adopt_new_lots(member_id, view.entry_id, taken, self.model.pool_lots, expires_on)
         self.model.done[key] = Spending("grant", key, kwargs, view)
 
     # -- expiry ---------------------------------------------------------------------------
@@ -2108,6 +2066,40 @@ class BankMachine(RuleBasedStateMachine):
                     slices.append((self.region_of(member_id), lot.id, part))
         self.add_pool_lots(self.new_pool_lots(), slices, None)
         assert self.unchanged(call) == 0, "a second sweep expired more"
+
+    def adopt_new_lots(
+        self,
+        owner_id: int,
+        entry_id: int,
+        taken: list[tuple[int, int]],
+        sources: Mapping[int, Any],
+        expires_on: date | Literal["keep"] | None,
+    ) -> None:
+        """The lots ``entry_id`` made for ``owner_id``, one per slice taken from ``sources``
+        (by lot id, in the order taken), join the model with their source's origin and
+        earned day, and its expiry (``"keep"``) or ``expires_on``."""
+        made = sorted(
+            (
+                lot
+                for lot in self.bank.lots(owner_id, open_only=False)
+                if lot.source_entry_id == entry_id
+            ),
+            key=lambda lot: lot.id,
+        )
+        assert len(made) == len(taken), (made, taken)
+        for new, (source_id, part) in zip(made, taken, strict=True):
+            source = sources[source_id]
+            assert new.id not in self.model.lots
+            self.model.lots[new.id] = MLot(
+                new.id,
+                owner_id,
+                entry_id,
+                part,
+                part,
+                source.origin_site,
+                source.earned_on,
+                source.expires_on if expires_on == "keep" else expires_on,
+            )
 
     # -- invariants -----------------------------------------------------------------------
 

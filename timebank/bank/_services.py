@@ -226,12 +226,14 @@ def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None
     site = act.conn.execute(select(sites).where(sites.c.id == service.site_id)).one()
     _, policy_now = policy_at(act.conn, service.programme_id, act.now)
     kept, excess = _pools.split_at_cap(act, volunteer, service.credited_minutes, policy_now)
-    region_id = _pools.home_region_id(act.conn, volunteer)
     legs = {
         account_code(act.conn, site.issued_account_id): -service.credited_minutes,
         account_code(act.conn, volunteer.account_id): kept,
-        _pools.pool_code(act.conn, region_id): excess,
     }
+    # The pool is looked up only when minutes go there: most deposits are under any cap.
+    region_id = _pools.home_region_id(act.conn, volunteer) if excess else None
+    if region_id is not None:
+        legs[_pools.pool_code(act.conn, region_id)] = excess
     entry_id = _pools.post_legs(
         act,
         f"service-{service.id}-deposit",
@@ -260,7 +262,7 @@ def _deposit(act: Act, service: Row[Any], operator: str, policy: Policy) -> None
             expiry_days=policy.lot_expiry_days,
             source_entry_id=entry_id,
         )
-    if excess:
+    if region_id is not None:
         _lots.create_pool_lot(
             act.conn,
             region_id=region_id,
