@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
 )
@@ -43,6 +44,12 @@ OPERATOR_ROLES = ("recorder", "confirmer", "redeemer", "administrator", "auditor
 SERVICE_STATUSES = ("pending", "confirmed", "rejected", "reversed")
 POOL_MOVE_KINDS = ("donation", "grant", "estate")
 CONFIRMING_PARTIES = ("recipient", "operator", "automatic")
+#: Units between which minutes are cleared: sites, or regions of one level of the tree.
+CLEARING_LEVELS = ("site", "township", "county", "city", "province")
+VOUCHER_DIRECTIONS = ("out", "in")
+VOUCHER_STATUSES = ("in_flight", "accepted", "refused")
+#: "<issuing programme>-<32 hex digits>".
+VOUCHER_ID_LENGTH_MAX = 64
 #: HMAC-SHA256, hex.
 IDENTITY_HASH_LENGTH = 64
 
@@ -315,7 +322,11 @@ class Redemption(Base):
     redeemed_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
     entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
 
-    __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="minutes"),
+        # Clearing reads a programme's redemptions of a period.
+        Index("ix_tb_redemptions_programme_id_occurred_at", "programme_id", "occurred_at"),
+    )
 
 
 class Gift(Base):
@@ -480,6 +491,157 @@ class Beneficiary(Base):
     __table_args__ = (CheckConstraint("member_id <> beneficiary_id", name="two_people"),)
 
 
+class Settlement(Base):
+    """A period's clearing at one level, settled: the net positions between its units were
+    posted between their clearing accounts (``tb_settlement_lines``), and every redemption
+    it cleared is listed in ``tb_clearing_items``."""
+
+    __tablename__ = "tb_settlements"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    level: Mapped[str] = mapped_column(String(10))
+    #: The period, in days of the programme's calendar: [period_start, period_end).
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    cleared_minutes: Mapped[int]
+    #: Of ``cleared_minutes``, those dated before the period (recorded after the settlement
+    #: of their own period).
+    late_minutes: Mapped[int]
+    settled_at: Mapped[datetime]
+    settled_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "level", "period_start"),
+        CheckConstraint(_in("level", CLEARING_LEVELS), name="level"),
+        CheckConstraint("period_end > period_start", name="period"),
+        CheckConstraint(
+            "cleared_minutes >= 0 AND late_minutes >= 0 AND late_minutes <= cleared_minutes",
+            name="minutes",
+        ),
+    )
+
+
+class ClearingItem(Base):
+    """A redemption cleared at one level: each is cleared once per level, by one settlement."""
+
+    __tablename__ = "tb_clearing_items"
+
+    level: Mapped[str] = mapped_column(String(10), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), primary_key=True)
+    settlement_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_settlements.id"), index=True)
+
+
+class SettlementLine(Base):
+    """One net position of a settlement: ``debtor``'s minutes (earned there) redeemed at
+    ``creditor``, net of the other way, posted by ``entry_id`` between their clearing
+    accounts."""
+
+    __tablename__ = "tb_settlement_lines"
+
+    settlement_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("tb_settlements.id"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(primary_key=True)
+    debtor: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    creditor: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    minutes: Mapped[int]
+    entry_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
+
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="minutes"),
+        CheckConstraint("debtor <> creditor", name="two_units"),
+    )
+
+
+class Partner(Base):
+    """Another, independent programme (in its own database) that minutes are exchanged
+    with. Its ``code`` is that programme's code; ``account_id`` is our account for it
+    (positive: we owe it minutes). ``rate_ours`` of our minutes are worth ``rate_theirs``
+    of its minutes. The net position stays within the trust line both ways, which the
+    account's floor and ceiling enforce."""
+
+    __tablename__ = "tb_partners"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    code: Mapped[str] = mapped_column(exact_text(CODE_LENGTH_MAX))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
+    account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), unique=True)
+    #: The site through which the partner's minutes enter: their lots' origin here.
+    entry_site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    rate_ours: Mapped[int]
+    rate_theirs: Mapped[int]
+    trust_line_minutes: Mapped[int]
+    created_by: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "code"),
+        CheckConstraint("rate_ours > 0 AND rate_theirs > 0", name="rate"),
+        CheckConstraint("trust_line_minutes >= 0", name="trust_line"),
+    )
+
+
+class Voucher(Base):
+    """A voucher between programmes, on the side that issued it (``out``: our member sent
+    minutes) or received it (``in``: the partner's member sent minutes to ours). An
+    outbound voucher is in flight until the partner's signed acknowledgement is recorded:
+    accepted, or refused and returned to the sender by a reversal. An inbound voucher is
+    decided when it arrives; ``acknowledgement`` is the one we issued."""
+
+    __tablename__ = "tb_vouchers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    partner_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_partners.id"))
+    voucher_id: Mapped[str] = mapped_column(exact_text(VOUCHER_ID_LENGTH_MAX))
+    direction: Mapped[str] = mapped_column(String(3))
+    #: The sender's key (outbound vouchers only).
+    idempotency_key: Mapped[str | None] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
+    #: Our member: the sender (out) or the recipient (in; none when unknown here).
+    member_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_members.id"))
+    #: The partner's member, by the partner's member number.
+    remote_member_id: Mapped[int]
+    minutes: Mapped[int]
+    remote_minutes: Mapped[int]
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(MEMO_LENGTH_MAX))
+    entry_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tb_entries.id"), unique=True)
+    return_entry_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tb_entries.id"), unique=True
+    )
+    document: Mapped[str] = mapped_column(Text)
+    acknowledgement: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("programme_id", "voucher_id"),
+        CheckConstraint(_in("direction", VOUCHER_DIRECTIONS), name="direction"),
+        CheckConstraint(_in("status", VOUCHER_STATUSES), name="status"),
+        CheckConstraint("minutes > 0 AND remote_minutes > 0", name="minutes"),
+        CheckConstraint(
+            "(direction = 'out') = (idempotency_key IS NOT NULL)", name="key_if_out"
+        ),
+        CheckConstraint("direction = 'out' OR status <> 'in_flight'", name="in_decided"),
+        # Outbound minutes always left the sender; inbound ones arrived only if accepted.
+        CheckConstraint(
+            "(entry_id IS NOT NULL) = (direction = 'out' OR status = 'accepted')",
+            name="entry_if_moved",
+        ),
+        CheckConstraint(
+            "(return_entry_id IS NOT NULL) = (direction = 'out' AND status = 'refused')",
+            name="returned_if_refused",
+        ),
+        CheckConstraint(
+            "(status = 'in_flight') = (acknowledgement IS NULL)", name="acknowledged_if_decided"
+        ),
+        Index("ix_tb_vouchers_partner_id_status", "partner_id", "status"),
+    )
+
+
 programmes = cast(Table, Programme.__table__)
 policies = cast(Table, PolicyVersion.__table__)
 regions = cast(Table, Region.__table__)
@@ -502,3 +664,8 @@ pool_moves = cast(Table, PoolMove.__table__)
 bookings = cast(Table, Booking.__table__)
 member_attributes = cast(Table, MemberAttribute.__table__)
 beneficiaries = cast(Table, Beneficiary.__table__)
+settlements = cast(Table, Settlement.__table__)
+clearing_items = cast(Table, ClearingItem.__table__)
+settlement_lines = cast(Table, SettlementLine.__table__)
+partners = cast(Table, Partner.__table__)
+vouchers = cast(Table, Voucher.__table__)
