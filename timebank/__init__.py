@@ -12,6 +12,7 @@ from timebank.errors import (
     AccountNotFoundError,
     AccountStateError,
     AlreadyReversedError,
+    AlreadySettledError,
     BankObjectNotFoundError,
     CapExceededError,
     ConcurrencyError,
@@ -35,9 +36,11 @@ from timebank.errors import (
     RefusedError,
     SchemaError,
     ServiceStateError,
+    SignatureError,
     StorageError,
     TimebankError,
     UnbalancedEntryError,
+    VoucherReplayError,
 )
 from timebank.ledger import Ledger, LedgerTransaction
 from timebank.limits import (
@@ -79,6 +82,7 @@ __all__ = [
     "AccountStateError",
     "AccountView",
     "AlreadyReversedError",
+    "AlreadySettledError",
     "BalanceAsOf",
     "BalanceView",
     "BankObjectNotFoundError",
@@ -115,6 +119,7 @@ __all__ = [
     "SchemaError",
     "ServiceStateError",
     "ServiceType",
+    "SignatureError",
     "StatementLine",
     "StatementPage",
     "StorageError",
@@ -124,6 +129,7 @@ __all__ = [
     "TrialBalance",
     "TrialBalanceLine",
     "UnbalancedEntryError",
+    "VoucherReplayError",
     "__version__",
     "configure_sqlite",
     "current_revision",

@@ -30,7 +30,12 @@ that a plain ``except`` would expect, so callers may catch either::
     │       ├── AccountExistsError               same account code, other definition
     │       ├── ExistsError                      same programme / region / site / member /
     │       │                                    operator, other definition (names the fields)
-    │       └── OverlappingServiceError          the volunteer served elsewhere at that time
+    │       ├── OverlappingServiceError          the volunteer served elsewhere at that time
+    │       ├── AlreadySettledError              a period's clearing is settled once per level
+    │       └── VoucherReplayError               a voucher id seen before, with other content
+    ├── SignatureError (ValueError)              a voucher, acknowledgement or statement that
+    │                                            is not signed with the partner's key: forged,
+    │                                            altered, or sent to the wrong programme
     └── StorageError (RuntimeError)
         ├── ConcurrencyError                     retries exhausted under contention
         ├── SchemaError                          schema missing or behind: names the fix
@@ -49,6 +54,7 @@ __all__ = [
     "AccountNotFoundError",
     "AccountStateError",
     "AlreadyReversedError",
+    "AlreadySettledError",
     "BankObjectNotFoundError",
     "CapExceededError",
     "ConcurrencyError",
@@ -72,9 +78,11 @@ __all__ = [
     "RefusedError",
     "SchemaError",
     "ServiceStateError",
+    "SignatureError",
     "StorageError",
     "TimebankError",
     "UnbalancedEntryError",
+    "VoucherReplayError",
 ]
 
 
@@ -246,6 +254,30 @@ class OverlappingServiceError(ConflictError):
         super().__init__(
             f"member {volunteer_id} already has service {other_service_id} in that time"
         )
+
+
+class AlreadySettledError(ConflictError):
+    """The period is already settled at that level (by another idempotency key)."""
+
+    def __init__(self, level: str, period: str, key: str) -> None:
+        self.level = level
+        self.period = period
+        self.key = key
+        super().__init__(f"the {level} clearing of {period} is already settled (key {key!r})")
+
+
+class VoucherReplayError(ConflictError):
+    """A voucher or acknowledgement whose id was recorded before with other content."""
+
+    def __init__(self, voucher_id: str, what: str) -> None:
+        self.voucher_id = voucher_id
+        super().__init__(f"{what} {voucher_id!r} was recorded before with other content")
+
+
+class SignatureError(TimebankError, ValueError):
+    """A document from another programme that does not verify: no valid signature of the
+    key shared with that partner, malformed, or addressed to another programme. Nothing
+    was written."""
 
 
 class StorageError(TimebankError, RuntimeError):

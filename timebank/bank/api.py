@@ -17,6 +17,7 @@ from timebank._db import is_retryable
 from timebank._minutes import as_minutes
 from timebank.bank import (
     _bookings,
+    _clearing,
     _expiry,
     _exposure,
     _gifts,
@@ -38,6 +39,8 @@ from timebank.bank.limits import (
 from timebank.bank.models import (
     ActsAs,
     BookingView,
+    ClearingLevel,
+    ClearingReport,
     ExposureView,
     GiftView,
     GrantCandidate,
@@ -57,6 +60,7 @@ from timebank.bank.models import (
     RelationKind,
     Role,
     ServiceView,
+    SettlementView,
     SiteKind,
     SiteView,
     require,
@@ -616,6 +620,53 @@ class TimeBank:
         when = self.ledger.clock() if at is None else at
         require(_aware(when) or type(when) is date, "at is a timezone-aware datetime or a date")
         return self._read(lambda conn: _exposure.exposure(conn, programme, region, when))
+
+    # --- clearing between stations and regions ---------------------------------------------
+
+    def clearing(
+        self, programme: str, *, start: date, end: date, level: ClearingLevel = "site"
+    ) -> ClearingReport:
+        """Minutes redeemed in [start, end) (days of the programme's calendar), by the unit
+        where they were earned and the unit where they were redeemed: the gross matrix and
+        the net position of each pair, at ``level`` (sites, or the regions of one level of
+        the tree). When the period is settled at that level, the report names the
+        settlement and the period's minutes recorded after it (``carried_minutes``)."""
+        return self._read(lambda conn: _clearing.report(conn, programme, start, end, level))
+
+    def settle(
+        self,
+        idempotency_key: str,
+        *,
+        programme: str,
+        start: date,
+        end: date,
+        level: ClearingLevel = "site",
+        operator: str,
+    ) -> SettlementView:
+        """Settle a period's clearing at ``level`` (administrators of the programme): every
+        redemption dated before ``end`` that no settlement at that level cleared yet, its
+        net positions posted between clearing accounts. Periods of a level are settled in
+        order, once each, after they end; the same key again returns the settlement, a
+        second settlement of a period raises AlreadySettledError. A redemption dated in a
+        settled period but recorded after its settlement falls into the next one, as late
+        minutes."""
+        _key(idempotency_key)
+        settlement_id = self._act(
+            lambda act: _clearing.settle(
+                act, programme, idempotency_key, level, start, end, operator
+            )
+        )
+        return self.settlement(settlement_id)
+
+    def settlement(self, settlement_id: int) -> SettlementView:
+        return self._read(lambda conn: _clearing.view(conn, settlement_id))
+
+    def find_settlement(
+        self, programme: str, *, start: date, level: ClearingLevel = "site"
+    ) -> SettlementView:
+        """The settlement of the period starting on ``start`` at ``level``."""
+        found = self._read(lambda conn: _clearing.find(conn, programme, level, start))
+        return self.settlement(found)
 
     # --- reads ---------------------------------------------------------------------------
 

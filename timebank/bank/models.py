@@ -28,6 +28,8 @@ MemberStatus = Literal["active", "frozen", "deceased", "closed"]
 RelationKind = Literal["spouse", "parent", "child", "sibling", "other_relative", "friend"]
 Role = Literal["recorder", "confirmer", "redeemer", "administrator", "auditor"]
 ServiceStatus = Literal["pending", "confirmed", "rejected", "reversed"]
+#: Units of clearing: sites, or the regions of one level of the tree.
+ClearingLevel = Literal["site", "township", "county", "city", "province"]
 
 #: The inverse of each relation: if A is the parent of B, B is the child of A.
 INVERSE_RELATION: dict[str, str] = {
@@ -369,6 +371,78 @@ class LotView(_View):
     earned_on: date
     expires_on: date | None
     source_entry_id: int
+
+
+class ClearingFlow(_View):
+    """Gross: minutes earned at ``origin`` and redeemed at ``redeemed_at`` (units of the
+    report's level; the same unit for local redemptions)."""
+
+    origin: str
+    redeemed_at: str
+    minutes: int
+
+
+class ClearingPosition(_View):
+    """Net, for one pair of units: ``debtor``'s minutes redeemed at ``creditor``, less the
+    other way round. The debtor owes the creditor ``minutes`` of care."""
+
+    debtor: str
+    creditor: str
+    minutes: int
+
+
+class _Clearing(_View):
+    programme: str
+    level: ClearingLevel
+    #: The period: [start, end), days of the programme's calendar.
+    start: date
+    end: date
+    flows: tuple[ClearingFlow, ...]
+    positions: tuple[ClearingPosition, ...]
+    redemptions: int
+    #: Every minute counted (the flows' sum), and those redeemed where they were earned.
+    redeemed_minutes: int
+    local_minutes: int
+
+    def matrix(self) -> dict[str, dict[str, int]]:
+        """The gross matrix: ``matrix()[origin][redeemed_at]`` minutes."""
+        table: dict[str, dict[str, int]] = {}
+        for flow in self.flows:
+            table.setdefault(flow.origin, {})[flow.redeemed_at] = flow.minutes
+        return table
+
+    def net_of(self, unit: str) -> int:
+        """What ``unit`` is owed (positive) or owes (negative), over all its positions."""
+        owed = sum(p.minutes for p in self.positions if p.creditor == unit)
+        return owed - sum(p.minutes for p in self.positions if p.debtor == unit)
+
+
+class ClearingReport(_Clearing):
+    """Redemptions dated in the period, by where their minutes were earned (the lots they
+    used) and where they were redeemed.
+
+    When the period is settled at this level, ``settlement_id`` names the settlement and
+    ``carried_minutes`` are the period's minutes it did not clear: recorded after it, they
+    fall into a later settlement (as its ``late_minutes``)."""
+
+    settlement_id: int | None
+    carried_minutes: int
+
+
+class SettlementView(_Clearing):
+    """What one settlement cleared and posted: the flows of the redemptions it cleared
+    (those dated in the period, and ``late_minutes`` dated before it but recorded after the
+    earlier settlement), and the net positions it posted between clearing accounts
+    (``"<programme>:<unit>:clr:<level>"``), one entry each (``entry_ids``, in the order
+    of ``positions``)."""
+
+    id: int
+    idempotency_key: str
+    late_minutes: int
+    late_flows: tuple[ClearingFlow, ...]
+    settled_at: datetime
+    settled_by: str
+    entry_ids: tuple[int, ...]
 
 
 def require(condition: bool, message: str) -> None:
