@@ -18,7 +18,7 @@ from timebank.bank._org import authorize, policy_at
 from timebank.bank._people import home_site, member_row
 from timebank.bank._pools import require_room
 from timebank.bank.models import INVERSE_RELATION, GiftView, Policy
-from timebank.bank.schema import gifts, programmes, relations
+from timebank.bank.schema import gifts, programmes, relations, vouchers
 
 _COMPARED = ("giver_id", "receiver_id", "minutes")
 
@@ -39,7 +39,7 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
     receiver = member_row(act.conn, data["receiver_id"])
     _, policy = policy_at(act.conn, programme.id, act.now)
     _check(act.conn, programme.id, giver, receiver, policy)
-    _check_yearly_limit(act.conn, giver.id, data["minutes"], policy, act.now)
+    check_yearly_limit(act.conn, giver.id, data["minutes"], policy, act.now)
     require_room(act, receiver, data["minutes"], policy)
     entry = act.tx.transfer(
         f"gift:{key}",
@@ -98,9 +98,10 @@ def _check(
         )
 
 
-def _check_yearly_limit(
+def check_yearly_limit(
     conn: Connection, giver_id: int, minutes: int, policy: Policy, now: datetime
 ) -> None:
+    """Gifts and vouchers to another programme (unless refused there) count together."""
     limit = policy.gift_yearly_limit_minutes
     if limit is None:
         return
@@ -111,10 +112,19 @@ def _check_yearly_limit(
             gifts.c.giver_id == giver_id, gifts.c.occurred_at >= year_start
         )
     ).scalar_one()
-    if int(given) + minutes > limit:
+    sent = conn.execute(
+        select(func.coalesce(func.sum(vouchers.c.minutes), 0)).where(
+            vouchers.c.member_id == giver_id,
+            vouchers.c.direction == "out",
+            vouchers.c.status != "refused",
+            vouchers.c.created_at >= year_start,
+        )
+    ).scalar_one()
+    given = int(given) + int(sent)
+    if given + minutes > limit:
         raise errors.PolicyViolationError(
             f"member {giver_id} has given {given} of the {limit} minutes a year allows; "
-            f"{limit - int(given)} remain, {minutes} asked"
+            f"{limit - given} remain, {minutes} asked"
         )
 
 

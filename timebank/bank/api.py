@@ -30,6 +30,7 @@ from timebank.bank import (
     _services,
 )
 from timebank.bank._ctx import Act, account_code, code_of, programme_row
+from timebank.bank._exchange_api import ExchangeMixin
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
     NOTE_LENGTH_MAX,
@@ -87,23 +88,41 @@ T = TypeVar("T")
 BOOKING_GRACE = timedelta(days=1)
 
 
-class TimeBank:
+class TimeBank(ExchangeMixin):
     """Programmes, members, operators and services on a :class:`~timebank.Ledger`.
 
     ``identity_secrets`` maps each programme code to the secret that keys the hashes of its
     members' identities (for example national ID numbers): the library never stores an
-    identity, only ``HMAC-SHA256(secret, identity)``. Keep the secret out of the database.
+    identity, only ``HMAC-SHA256(secret, identity)``. ``exchange_secrets`` maps (our
+    programme, partner programme) to the key the two share to sign vouchers. Keep every
+    secret out of the database.
     """
 
-    def __init__(self, ledger: Ledger, *, identity_secrets: Mapping[str, bytes]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        identity_secrets: Mapping[str, bytes],
+        exchange_secrets: Mapping[tuple[str, str], bytes] | None = None,
+    ) -> None:
         self.ledger = ledger
         self._secrets = dict(identity_secrets)
+        self._exchange_secrets = dict(exchange_secrets or {})
 
     @classmethod
     def open(
-        cls, url: str, *, identity_secrets: Mapping[str, bytes], **ledger_kwargs: Any
+        cls,
+        url: str,
+        *,
+        identity_secrets: Mapping[str, bytes],
+        exchange_secrets: Mapping[tuple[str, str], bytes] | None = None,
+        **ledger_kwargs: Any,
     ) -> TimeBank:
-        return cls(Ledger.open(url, **ledger_kwargs), identity_secrets=identity_secrets)
+        return cls(
+            Ledger.open(url, **ledger_kwargs),
+            identity_secrets=identity_secrets,
+            exchange_secrets=exchange_secrets,
+        )
 
     def dispose(self) -> None:
         self.ledger.dispose()

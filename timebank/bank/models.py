@@ -445,6 +445,111 @@ class SettlementView(_Clearing):
     entry_ids: tuple[int, ...]
 
 
+class UnitRate(_Frozen):
+    """``ours`` of our minutes are worth ``theirs`` of a partner programme's minutes (1 to 1
+    by default). Amounts must convert exactly: no minute is rounded away."""
+
+    ours: int = Field(default=1, ge=1, le=1_000_000, strict=True)
+    theirs: int = Field(default=1, ge=1, le=1_000_000, strict=True)
+
+    def convert(self, minutes: int) -> int | None:
+        """Our ``minutes`` in the partner's minutes, or None when they do not convert
+        exactly."""
+        whole, rest = divmod(minutes * self.theirs, self.ours)
+        return None if rest else whole
+
+
+class PartnerView(_View):
+    """Another programme we exchange minutes with, and our account for it: its balance is
+    what we owe the partner (positive) or the partner owes us (negative), within the trust
+    line either way."""
+
+    programme: str
+    code: str
+    name: str
+    account: str
+    entry_site: str
+    rate: UnitRate
+    trust_line_minutes: int
+    balance_minutes: int
+
+
+VoucherStatus = Literal["in_flight", "accepted", "refused"]
+
+
+class VoucherView(_View):
+    """A voucher on one side: ``out`` (our ``member_id`` sent ``minutes``) or ``in`` (the
+    partner's member sent ``remote_minutes`` of theirs, ``minutes`` of ours, to our
+    ``member_id``). ``document`` is the signed voucher as it travels; ``acknowledgement``
+    the signed answer (the one we issued, or the one we recorded)."""
+
+    voucher_id: str
+    programme: str
+    partner: str
+    direction: Literal["out", "in"]
+    idempotency_key: str | None
+    member_id: int | None
+    remote_member_id: int
+    minutes: int
+    remote_minutes: int
+    status: VoucherStatus
+    reason: str
+    document: str
+    acknowledgement: str | None
+    entry_id: int | None
+    return_entry_id: int | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class StatementVoucher(_View):
+    voucher_id: str
+    direction: Literal["out", "in"]
+    minutes: int
+    remote_minutes: int
+    status: VoucherStatus
+
+
+class PartnerStatement(_View):
+    """One side's account for the other and every voucher between them, signed
+    (``document``) so the partner can reconcile against it."""
+
+    programme: str
+    partner: str
+    as_of: datetime
+    balance_minutes: int
+    vouchers: tuple[StatementVoucher, ...]
+    document: str
+
+
+class InFlightVoucher(_View):
+    """A voucher one side has moved and the other has not (yet): ``sender`` is the
+    programme that issued it; ``stage`` says what redelivery will do."""
+
+    voucher_id: str
+    sender: str
+    minutes: int
+    stage: Literal["not received", "acknowledgement not recorded"]
+
+
+class Reconciliation(_View):
+    """Both sides' accounts for each other, voucher by voucher. ``agreed``: no voucher is
+    recorded differently on the two sides and each balance is the sum of its side's
+    vouchers. The positions leave out the vouchers in flight; ``mirrored``: our position
+    in the partner's minutes is the exact opposite of theirs."""
+
+    programme: str
+    partner: str
+    our_balance_minutes: int
+    their_balance_minutes: int
+    our_position_minutes: int
+    their_position_minutes: int
+    in_flight: tuple[InFlightVoucher, ...]
+    mismatches: tuple[str, ...]
+    agreed: bool
+    mirrored: bool
+
+
 def require(condition: bool, message: str) -> None:
     """Refuse malformed input with the library's error (not an assert: it must survive -O)."""
     if not condition:

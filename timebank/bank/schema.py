@@ -622,9 +622,7 @@ class Voucher(Base):
         CheckConstraint(_in("direction", VOUCHER_DIRECTIONS), name="direction"),
         CheckConstraint(_in("status", VOUCHER_STATUSES), name="status"),
         CheckConstraint("minutes > 0 AND remote_minutes > 0", name="minutes"),
-        CheckConstraint(
-            "(direction = 'out') = (idempotency_key IS NOT NULL)", name="key_if_out"
-        ),
+        CheckConstraint("(direction = 'out') = (idempotency_key IS NOT NULL)", name="key_if_out"),
         CheckConstraint("direction = 'out' OR status <> 'in_flight'", name="in_decided"),
         # Outbound minutes always left the sender; inbound ones arrived only if accepted.
         CheckConstraint(
