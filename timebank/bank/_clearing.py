@@ -74,7 +74,9 @@ def units(conn: Connection, programme_id: int, level: str) -> dict[int, str]:
     mapping: dict[int, str] = {}
     for site in site_rows:
         path = [int(part) for part in region_rows[site.region_id].path.strip("/").split("/")]
-        chosen = [r for r in path if rank.index(region_rows[r].level) <= wanted][-1]
+        coarser = [r for r in path if rank.index(region_rows[r].level) <= wanted]
+        # A tree whose root is finer than the level clears the whole programme as one unit.
+        chosen = (coarser or path[:1])[-1]
         mapping[site.id] = region_rows[chosen].code
     return mapping
 
