@@ -314,11 +314,9 @@ def _origin(conn: Connection, taken: list[tuple[int, int]]) -> list[dict[str, An
 def accept(
     act: Act, programme_code: str, document: str | bytes, operator: str, secrets: Secrets
 ) -> int:
-    fields = _vouchers.read(document, _vouchers.VOUCHER)
-    programme = programme_row(act.conn, programme_code)
-    partner = _verified_partner(act.conn, programme_code, programme.id, fields, secrets)
-    authorize(act.conn, programme.id, operator, "recorder")
-    text = _vouchers.canonical(fields).decode("ascii")
+    fields, programme, partner, text = _received(
+        act, programme_code, (document, _vouchers.VOUCHER), operator, secrets
+    )
     # Serialise the vouchers of one partner: a redelivery waits for the first delivery.
     partner_row(act.conn, programme.id, partner.code, lock=True)
     seen = act.conn.execute(
@@ -372,6 +370,23 @@ def accept(
         .returning(vouchers.c.id)
     ).scalar_one()
     return row_id
+
+
+def _received(
+    act: Act,
+    programme_code: str,
+    document: tuple[str | bytes, str],
+    operator: str,
+    secrets: Secrets,
+) -> tuple[dict[str, Any], Row[Any], Row[Any], str]:
+    """A partner's document of a kind, verified, and the operator allowed to take it in
+    (operators of the root region): its fields, our programme, the partner, and its
+    canonical text."""
+    fields = _vouchers.read(*document)
+    programme = programme_row(act.conn, programme_code)
+    partner = _verified_partner(act.conn, programme_code, programme.id, fields, secrets)
+    authorize(act.conn, programme.id, operator, "recorder")
+    return fields, programme, partner, _vouchers.canonical(fields).decode("ascii")
 
 
 def _verified_partner(
@@ -490,11 +505,9 @@ def _credit(  # noqa: PLR0917
 def record(
     act: Act, programme_code: str, document: str | bytes, operator: str, secrets: Secrets
 ) -> int:
-    fields = _vouchers.read(document, _vouchers.ACKNOWLEDGEMENT)
-    programme = programme_row(act.conn, programme_code)
-    partner = _verified_partner(act.conn, programme_code, programme.id, fields, secrets)
-    authorize(act.conn, programme.id, operator, "recorder")
-    text = _vouchers.canonical(fields).decode("ascii")
+    fields, programme, partner, text = _received(
+        act, programme_code, (document, _vouchers.ACKNOWLEDGEMENT), operator, secrets
+    )
     voucher = act.conn.execute(
         select(vouchers)
         .where(
