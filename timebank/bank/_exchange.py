@@ -33,7 +33,7 @@ from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._gifts import check_yearly_limit
 from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank._people import home_site, member_row
-from timebank.bank._pools import require_room
+from timebank.bank._pools import home_region_id, pool_code, require_room
 from timebank.bank.models import (
     InFlightVoucher,
     PartnerStatement,
@@ -44,10 +44,14 @@ from timebank.bank.models import (
     VoucherView,
 )
 from timebank.bank.schema import lots, members, partners, programmes, regions, sites, vouchers
+from timebank.limits import AMOUNT_MAX_MINUTES
 from timebank.models import AccountSpec
 from timebank.schema import accounts
 
 Secrets = dict[tuple[str, str], bytes]
+#: Member numbers are 64-bit ids; rates are bounded as UnitRate bounds them.
+ID_MAX = 2**63 - 1
+RATE_MAX = 1_000_000
 
 
 def partner_account(programme_code: str, partner_code: str) -> str:
@@ -317,6 +321,7 @@ def accept(
     fields, programme, partner, text = _received(
         act, programme_code, (document, _vouchers.VOUCHER), operator, secrets
     )
+    _check_voucher_shape(fields)
     # Serialise the vouchers of one partner: a redelivery waits for the first delivery.
     partner_row(act.conn, programme.id, partner.code, lock=True)
     seen = act.conn.execute(
@@ -328,7 +333,6 @@ def accept(
         if seen.direction != "in" or seen.document != text:
             raise errors.VoucherReplayError(fields["voucher"], "voucher")
         return int(seen.id)
-    _check_voucher_shape(fields)
     recipient, reason = _judge(act, programme.id, partner, fields)
     entry_id = None
     if reason == "":
@@ -414,15 +418,24 @@ def _verified_partner(
 
 
 def _check_voucher_shape(fields: dict[str, Any]) -> None:
-    """A signed voucher is the partner's word, but still checked: its numbers are used."""
+    """A signed voucher is the partner's word, but still checked: its numbers are stored
+    and its id must be one its sender could issue (``<sender>-<32 hex digits>``), so no
+    partner can take another's ids."""
     rate = fields["rate"]
-    if (
-        fields["minutes"] <= 0
-        or fields["credited_minutes"] <= 0
-        or set(rate) != {"ours", "theirs"}
-        or not all(type(rate[k]) is int and rate[k] > 0 for k in rate)
-    ):
-        raise errors.SignatureError(f"voucher {fields['voucher']!r} is malformed")
+    prefix, _, tail = fields["voucher"].rpartition("-")
+    well_formed = (
+        prefix == fields["from"]
+        and len(tail) == 32
+        and all(c in "0123456789abcdef" for c in tail)
+        and 0 < fields["minutes"] <= AMOUNT_MAX_MINUTES
+        and 0 < fields["credited_minutes"] <= AMOUNT_MAX_MINUTES
+        and 0 < fields["sender"] <= ID_MAX
+        and 0 < fields["recipient"] <= ID_MAX
+        and set(rate) == {"ours", "theirs"}
+        and all(type(rate[k]) is int and 0 < rate[k] <= RATE_MAX for k in rate)
+    )
+    if not well_formed:
+        raise errors.SignatureError(f"voucher {fields['voucher'][:80]!r} is malformed")
 
 
 def _judge(
@@ -443,7 +456,12 @@ def _judge(
     try:
         require_room(act, recipient, fields["credited_minutes"], policy)
     except errors.CapExceededError as exc:
-        return recipient, f"ineligible recipient: {exc}"
+        # Not the error's text: it names the member's ledger account, derived from their
+        # identity hash, and only member numbers may travel.
+        return recipient, (
+            f"ineligible recipient: member {recipient.id} may hold {exc.available_minutes} "
+            f"more minutes under the storage cap of {exc.limit_minutes}"
+        )
     position = _balance(act.conn, partner.account_id)
     if position - fields["credited_minutes"] < -partner.trust_line_minutes:
         return recipient, (
@@ -544,20 +562,50 @@ def record(
 
 
 def _return(act: Act, voucher: Row[Any], operator: str) -> int:
-    """Reverse the outbound entry; the sender gets lots back like the ones that left, with
-    their origin, earned day and expiry."""
-    member_row(act.conn, voucher.member_id, lock=True)
-    entry = act.tx.reverse(
-        voucher.entry_id,
-        idempotency_key=f"voucher-return:{voucher.voucher_id}",
-        operator=operator,
-        reason="refused by the partner",
-    )
-    back = _lots.Destination(_lots.MEMBER, voucher.member_id)
+    """Give the refused minutes back as lots like the ones that left (origin, earned day,
+    expiry): to the sender by a reversal of the outbound entry, or, when the sender has
+    died or left meanwhile, to the pool of their home region, as an estate with nobody
+    designated would. A frozen sender is refused: the voucher stays in flight until they
+    are unfrozen."""
+    sender = member_row(act.conn, voucher.member_id, lock=True)
+    if sender.status == "frozen":
+        raise errors.MemberStateError(
+            f"member {sender.id} is frozen: their refused voucher {voucher.voucher_id!r} is "
+            "returned once they are unfrozen"
+        )
+    key = f"voucher-return:{voucher.voucher_id}"
+    if sender.status == "active":
+        entry = act.tx.reverse(
+            voucher.entry_id,
+            idempotency_key=key,
+            operator=operator,
+            reason="refused by the partner",
+        )
+        back = _lots.Destination(_lots.MEMBER, sender.id)
+    else:
+        region_id = home_region_id(act.conn, sender)
+        entry = act.tx.transfer(
+            key,
+            debit=account_code(act.conn, _partner_account_id(act.conn, voucher.partner_id)),
+            credit=pool_code(act.conn, region_id),
+            amount_minutes=voucher.minutes,
+            code="voucher_return",
+            operator=operator,
+            occurred_at=act.now,
+            memo=f"refused voucher of member {sender.id}, who is {sender.status}: to the pool",
+        )
+        back = _lots.Destination(_lots.POOL, region_id)
     for lot_id, minutes in _lots.used_by(act.conn, voucher.entry_id):
         lot = act.conn.execute(select(lots).where(lots.c.id == lot_id)).one()
         _lots.arrive(act.conn, back, minutes, lot, entry.id)
     return entry.id
+
+
+def _partner_account_id(conn: Connection, partner_id: int) -> int:
+    account_id: int = conn.execute(
+        select(partners.c.account_id).where(partners.c.id == partner_id)
+    ).scalar_one()
+    return account_id
 
 
 # --- reads, statements and reconciliation ------------------------------------------------------

@@ -20,6 +20,9 @@ ACKNOWLEDGEMENT: Final = "timebank-acknowledgement/1"
 STATEMENT: Final = "timebank-statement/1"
 #: The largest document accepted: a statement lists every voucher between two programmes.
 DOCUMENT_BYTES_MAX: Final = 16 * 1024 * 1024
+#: Vouchers and acknowledgements are stored as received (canonical): they fit a TEXT column
+#: on every database (MariaDB's holds 65,535 bytes).
+STORED_BYTES_MAX: Final = 60_000
 
 #: Fields and their types, per format (bool is not an int here).
 _FIELDS: Final[dict[str, dict[str, type]]] = {
@@ -100,6 +103,8 @@ def read(document: str | bytes, kind: str) -> dict[str, Any]:
         value = fields[name]
         if type(value) is not wanted:
             raise errors.SignatureError(f"field {name!r} of the {kind} document is malformed")
+    if kind != STATEMENT and len(canonical(fields)) > STORED_BYTES_MAX:
+        raise errors.SignatureError(f"a {kind} document has at most {STORED_BYTES_MAX} bytes")
     return fields
 
 
