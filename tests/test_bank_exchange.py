@@ -35,6 +35,7 @@ from timebank import (
     BankObjectNotFoundError,
     IdempotencyConflictError,
     InvalidAmountError,
+    InvalidInputError,
     LimitExceededError,
     MemberStateError,
     PermissionDeniedError,
@@ -649,3 +650,89 @@ def test_a_refusal_for_a_frozen_sender_waits_until_they_are_unfrozen(ex: Pair) -
     assert a.record(ack).status == "refused"
     assert a.balance("chen") == 420
     assert_settled(ex)
+
+
+# --- found in review, and fixed -------------------------------------------------------------
+
+
+def test_the_trust_line_keeps_room_to_return_a_voucher_in_flight(make: MakePair) -> None:
+    """Shanghai trusts Gansu for 100 minutes and has 100 in flight to an unknown number:
+    Gansu's 200 cannot use the room that voucher made (it is refused for the trust line),
+    so when Gansu's refusal comes back the minutes return within the line."""
+    ex = make(trust_a=100, trust_b=600)
+    a, b = ex.a, ex.b
+    ours = a.send("v1", "chen", 9_999, 100)
+    theirs = b.send("w1", "ma", a.members["zhou"], 200)
+    answer = a.accept(theirs.document)
+    assert answer.status == "refused"
+    assert answer.reason.startswith("trust line")
+    b.record(ack_of(answer))
+    assert a.record(ack_of(b.accept(ours.document))).status == "refused"
+    assert a.position() == 0
+    assert a.balance("chen") == 420
+    assert_settled(ex)
+
+
+def test_set_trust_line_keeps_room_for_vouchers_in_flight(ex: Pair) -> None:
+    """With 100 minutes in flight and a position of 100, the line cannot go below 100."""
+    a = ex.a
+    a.send("v1", "chen", 9_999, 100)
+    refused_on(a, PolicyViolationError, lambda: a.bank.set_trust_line(
+        a.code, a.partner, minutes=99, operator=a.admin))
+    assert a.bank.set_trust_line(a.code, a.partner, minutes=100,
+                                 operator=a.admin).trust_line_minutes == 100
+
+
+def test_a_replay_with_another_relation_is_a_conflict(ex: Pair) -> None:
+    """The relation is part of the voucher: the same key with another relation is refused."""
+    a, b = ex.a, ex.b
+    a.send("v1", "chen", b.members["mother"], 60)
+    refused_on(a, IdempotencyConflictError, lambda: a.bank.send_voucher(
+        "v1", programme=a.code, partner=a.partner, sender_id=a.members["chen"],
+        recipient=b.members["mother"], relation="child", minutes=60, operator=a.recorder))
+
+
+def test_amounts_and_numbers_out_of_range_are_refused_at_send(make: MakePair) -> None:
+    """A voucher the receiver could never accept is not sent: credited minutes past what an
+    entry carries (InvalidAmountError), a member number past 64 bits (InvalidInputError)."""
+    ex = make(rate_a=UnitRate(ours=1, theirs=1_000_000),
+              rate_b=UnitRate(ours=1_000_000, theirs=1))
+    a, b = ex.a, ex.b
+    refused_on(a, InvalidAmountError, lambda: a.send("v1", "chen", b.members["mother"], 1001))
+    refused_on(a, InvalidInputError, lambda: a.send("v2", "chen", 2**63, 10))
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_an_infinite_number_is_a_signature_error(ex: Pair, number: str) -> None:
+    """JSON numbers too large for a float are refused as malformed, before anything else."""
+    a, b = ex.a, ex.b
+    sent = a.send("v1", "chen", b.members["mother"], 60)
+    hostile = sent.document.replace('"origin":[', f'"origin":[{number},', 1)
+    refused_on(b, SignatureError, lambda: b.accept(hostile))
+
+
+@pytest.mark.parametrize("reason", ["\ud800", "a\x00b"])
+def test_an_acknowledgement_with_unstorable_text_is_refused(ex: Pair, reason: str) -> None:
+    """Even signed, text no database can store (a lone surrogate, a NUL) is malformed."""
+    a, b = ex.a, ex.b
+    sent = a.send("v1", "chen", 9_999, 60)
+    ack = resign(ack_of(b.accept(sent.document)), reason=reason)
+    refused_on(a, SignatureError, lambda: a.record(ack))
+
+
+def test_a_statement_listing_a_voucher_twice_does_not_agree(ex: Pair) -> None:
+    """A statement that lists an accepted voucher twice (and doubles its balance) is a
+    mismatch, not agreement; a statement with a malformed line or date is a SignatureError."""
+    a, b = ex.a, ex.b
+    a.record(ack_of(b.accept(a.send("v1", "chen", b.members["mother"], 100).document)))
+    fields = fields_of(b.statement())
+    doubled = resign(b.statement(), vouchers=fields["vouchers"] * 2,
+                     balance_minutes=2 * fields["balance_minutes"])
+    result = a.bank.reconcile(a.code, a.partner, doubled)
+    assert not result.agreed
+    assert any("more than once" in m for m in result.mismatches)
+    line = {**fields["vouchers"][0], "minutes": True}
+    for hostile in (resign(b.statement(), vouchers=[line]),
+                    resign(b.statement(), as_of="yesterday")):
+        with pytest.raises(SignatureError):
+            a.bank.reconcile(a.code, a.partner, hostile)

@@ -21,11 +21,12 @@ verify change nothing and raise SignatureError.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 
 from timebank import errors
 from timebank.bank import _lots, _vouchers
@@ -128,15 +129,30 @@ def set_trust_line(
     partner = partner_row(act.conn, programme.id, partner_code, lock=True)
     code = account_code(act.conn, partner.account_id)
     balance = _balance(act.conn, partner.account_id)
-    if abs(balance) > minutes:
+    # Below it, a refused voucher in flight could not be returned.
+    lowest = max(balance, _in_flight_minutes(act.conn, partner.id) - balance)
+    if lowest > minutes:
         raise errors.PolicyViolationError(
-            f"the position with {partner_code!r} is {balance} minutes: the trust line cannot "
-            f"be set below {abs(balance)}"
+            f"the position with {partner_code!r} is {balance} minutes with "
+            f"{_in_flight_minutes(act.conn, partner.id)} in flight: the trust line cannot be "
+            f"set below {lowest}"
         )
     act.tx.set_limits(code, floor_minutes=-minutes, ceiling_minutes=minutes)
     act.conn.execute(
         update(partners).where(partners.c.id == partner.id).values(trust_line_minutes=minutes)
     )
+
+
+def _in_flight_minutes(conn: Connection, partner_id: int) -> int:
+    """Minutes of our vouchers to the partner that await its answer."""
+    total = conn.execute(
+        select(func.coalesce(func.sum(vouchers.c.minutes), 0)).where(
+            vouchers.c.partner_id == partner_id,
+            vouchers.c.direction == "out",
+            vouchers.c.status == "in_flight",
+        )
+    ).scalar_one()
+    return int(total)
 
 
 def _balance(conn: Connection, account_id: int) -> int:
@@ -194,6 +210,8 @@ def send(act: Act, programme_code: str, key: str, data: dict[str, Any], secrets:
     replay = act.conn.execute(select(vouchers).where(vouchers.c.idempotency_key == key)).first()
     if replay is not None:
         fields = [name for name in _SENT if getattr(replay, name) != wanted[name]]
+        if json.loads(replay.document)["relation"] != data["relation"]:
+            fields.append("relation")
         if replay.programme_id != programme.id:
             fields.append("programme")
         if fields:
@@ -268,6 +286,11 @@ def _check_send(
     check_yearly_limit(act.conn, sender.id, data["minutes"], policy, act.now)
     rate = UnitRate(ours=partner.rate_ours, theirs=partner.rate_theirs)
     credited = rate.convert(data["minutes"])
+    if credited is not None and credited > AMOUNT_MAX_MINUTES:
+        raise errors.InvalidAmountError(
+            f"{data['minutes']} minutes are {credited} of {partner.code}'s: more than one "
+            f"entry may carry ({AMOUNT_MAX_MINUTES})"
+        )
     if credited is None or credited == 0:
         raise errors.InvalidAmountError(
             f"{data['minutes']} minutes do not convert exactly at {rate.ours} of ours to "
@@ -323,7 +346,7 @@ def accept(
     )
     _check_voucher_shape(fields)
     # Serialise the vouchers of one partner: a redelivery waits for the first delivery.
-    partner_row(act.conn, programme.id, partner.code, lock=True)
+    partner = partner_row(act.conn, programme.id, partner.code, lock=True)
     seen = act.conn.execute(
         select(vouchers).where(
             vouchers.c.programme_id == programme.id, vouchers.c.voucher_id == fields["voucher"]
@@ -462,7 +485,9 @@ def _judge(
             f"ineligible recipient: member {recipient.id} may hold {exc.available_minutes} "
             f"more minutes under the storage cap of {exc.limit_minutes}"
         )
-    position = _balance(act.conn, partner.account_id)
+    # Our vouchers in flight may come back refused, their minutes returned from this
+    # account: the trust line keeps room for them, so a return always fits.
+    position = _balance(act.conn, partner.account_id) - _in_flight_minutes(act.conn, partner.id)
     if position - fields["credited_minutes"] < -partner.trust_line_minutes:
         return recipient, (
             f"trust line: {partner.code} would owe {fields['credited_minutes'] - position} "
@@ -713,17 +738,31 @@ def read_statement(
     programme = programme_row(conn, programme_code)
     _verified_partner(conn, programme_code, programme.id, fields, secrets)
     try:
-        lines = tuple(_statement_line(line) for line in fields["vouchers"])
-    except (KeyError, TypeError, errors.InvalidInputError, ValueError):
-        raise errors.SignatureError("the statement's vouchers are malformed") from None
+        lines = tuple(_statement_line(_strict_line(line)) for line in fields["vouchers"])
+        as_of = datetime.fromisoformat(fields["as_of"])
+    except (KeyError, TypeError, ValueError):
+        raise errors.SignatureError("the statement is malformed") from None
     return PartnerStatement(
         programme=fields["from"],
         partner=fields["to"],
-        as_of=datetime.fromisoformat(fields["as_of"]),
+        as_of=as_of,
         balance_minutes=fields["balance_minutes"],
         vouchers=lines,
         document=_vouchers.canonical(fields).decode("ascii"),
     )
+
+
+_LINE = {"voucher": str, "direction": str, "minutes": int, "remote_minutes": int, "status": str}
+
+
+def _strict_line(line: Any) -> dict[str, Any]:
+    """A statement line with exactly its fields, of exactly their types (a bool is no
+    int); anything else is a TypeError."""
+    if not isinstance(line, dict) or set(line) != set(_LINE):
+        raise TypeError("not a statement line")
+    if any(type(line[name]) is not kind for name, kind in _LINE.items()):
+        raise TypeError("a statement line's field has the wrong type")
+    return line
 
 
 def _contribution(line: StatementVoucher) -> int:
@@ -745,6 +784,9 @@ def reconcile(ours: PartnerStatement, theirs: PartnerStatement) -> Reconciliatio
             )
     mine = {line.voucher_id: line for line in ours.vouchers}
     other = {line.voucher_id: line for line in theirs.vouchers}
+    for side, lines in ((ours, mine), (theirs, other)):
+        if len(lines) != len(side.vouchers):
+            mismatches.append(f"{side.programme}'s statement lists a voucher more than once")
     in_flight: list[InFlightVoucher] = []
     pending: dict[str, int] = defaultdict(int)
     for voucher_id in sorted(mine.keys() | other.keys()):

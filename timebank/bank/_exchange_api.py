@@ -113,7 +113,9 @@ class ExchangeMixin:
         :meth:`record_acknowledgement`. The same key again returns the same voucher."""
         _voucher_key(idempotency_key)
         require(type(sender_id) is int, "member ids are integers")
-        require(type(recipient) is int and recipient > 0, "recipient is a member number")
+        require(
+            type(recipient) is int and 0 < recipient <= 2**63 - 1, "recipient is a member number"
+        )
         require(relation in _RELATIONS, f"relation: one of {', '.join(_RELATIONS)}")
         amount = as_minutes(minutes, what="minutes")
         if amount <= 0:

@@ -89,9 +89,16 @@ def read(document: str | bytes, kind: str) -> dict[str, Any]:
     if not isinstance(document, str) or len(document) > DOCUMENT_BYTES_MAX:
         raise errors.SignatureError("a document is JSON text of at most 16 MiB")
     try:
-        fields = json.loads(document, parse_constant=_no_constant)
+        fields = json.loads(document, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError):
         raise errors.SignatureError("the document is not valid JSON") from None
+    try:
+        # Text the databases can store: no lone surrogate, no NUL.
+        stored = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.SignatureError("the document holds text that is not Unicode") from None
+    if b"\\u0000" in stored:
+        raise errors.SignatureError("the document holds a NUL character")
     if not isinstance(fields, dict) or fields.get("format") != kind:
         raise errors.SignatureError(f"the document is not a {kind} document")
     expected = {**_FIELDS[kind], "format": str, "signature": str}
@@ -117,6 +124,13 @@ def verify(fields: dict[str, Any], key: bytes) -> None:
             f"the {fields['format']} document {fields.get('voucher', '')!r} does not carry the "
             f"signature of the key shared with {fields['from']!r}: forged or altered"
         )
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return number
 
 
 def _no_constant(name: str) -> None:
