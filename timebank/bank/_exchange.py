@@ -129,13 +129,13 @@ def set_trust_line(
     partner = partner_row(act.conn, programme.id, partner_code, lock=True)
     code = account_code(act.conn, partner.account_id)
     balance = _balance(act.conn, partner.account_id)
+    in_flight = _in_flight_minutes(act.conn, partner.id)
     # Below it, a refused voucher in flight could not be returned.
-    lowest = max(balance, _in_flight_minutes(act.conn, partner.id) - balance)
+    lowest = max(balance, in_flight - balance)
     if lowest > minutes:
         raise errors.PolicyViolationError(
-            f"the position with {partner_code!r} is {balance} minutes with "
-            f"{_in_flight_minutes(act.conn, partner.id)} in flight: the trust line cannot be "
-            f"set below {lowest}"
+            f"the position with {partner_code!r} is {balance} minutes with {in_flight} in "
+            f"flight: the trust line cannot be set below {lowest}"
         )
     act.tx.set_limits(code, floor_minutes=-minutes, ceiling_minutes=minutes)
     act.conn.execute(

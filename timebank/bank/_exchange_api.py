@@ -12,7 +12,6 @@ from timebank import errors
 from timebank._minutes import as_minutes
 from timebank.bank import _exchange
 from timebank.bank._ctx import Act, one, programme_row
-from timebank.bank.limits import REDEMPTION_KEY_LENGTH_MAX
 from timebank.bank.models import (
     PartnerStatement,
     PartnerView,
@@ -21,13 +20,14 @@ from timebank.bank.models import (
     UnitRate,
     VoucherStatus,
     VoucherView,
+    check_key,
+    check_text,
     require,
 )
-from timebank.bank.schema import vouchers
+from timebank.bank.schema import RELATION_KINDS, vouchers
 from timebank.ledger import Ledger
 
 T = TypeVar("T")
-_RELATIONS = ("spouse", "parent", "child", "sibling", "other_relative", "friend")
 
 
 class ExchangeMixin:
@@ -60,12 +60,7 @@ class ExchangeMixin:
         ``entry_site``; the net position with it stays within ``trust_line_minutes`` either
         way; ``rate`` says what our minutes are worth in its minutes (both sides must hold
         the same rate). The shared key goes in ``exchange_secrets``, never the database."""
-        require(isinstance(code, str) and 0 < len(code) <= 24, "code: 1 to 24 characters")
-        require(
-            all(c.isascii() and (c.isalnum() or c in "_.-") for c in code),
-            f"code {code!r}: letters, digits, '_', '.' and '-' only",
-        )
-        require(isinstance(name, str) and 0 < len(name) <= 120, "name: 1 to 120 characters")
+        check_text(code=code, name=name)
         line = as_minutes(trust_line_minutes, what="trust_line_minutes")
         require(line >= 0, "trust_line_minutes is at least 0")
         spec = {
@@ -111,12 +106,12 @@ class ExchangeMixin:
         a recorder of the sender's home station. The minutes leave the sender's lots at
         once; deliver ``document`` to the partner, whose acknowledgement goes to
         :meth:`record_acknowledgement`. The same key again returns the same voucher."""
-        _voucher_key(idempotency_key)
+        check_key(idempotency_key)
         require(type(sender_id) is int, "member ids are integers")
         require(
             type(recipient) is int and 0 < recipient <= 2**63 - 1, "recipient is a member number"
         )
-        require(relation in _RELATIONS, f"relation: one of {', '.join(_RELATIONS)}")
+        require(relation in RELATION_KINDS, f"relation: one of {', '.join(RELATION_KINDS)}")
         amount = as_minutes(minutes, what="minutes")
         if amount <= 0:
             raise errors.InvalidAmountError("minutes must be positive")
@@ -228,10 +223,3 @@ class ExchangeMixin:
                 f"the statement comes from {theirs.programme!r}, not from {partner!r}"
             )
         return _exchange.reconcile(ours, theirs)
-
-
-def _voucher_key(key: str) -> None:
-    require(
-        isinstance(key, str) and 0 < len(key) <= REDEMPTION_KEY_LENGTH_MAX,
-        f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
-    )

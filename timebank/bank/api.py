@@ -35,7 +35,6 @@ from timebank.bank.limits import (
     NAME_LENGTH_MAX,
     NOTE_LENGTH_MAX,
     PHONE_LENGTH_MAX,
-    REDEMPTION_KEY_LENGTH_MAX,
 )
 from timebank.bank.models import (
     ActsAs,
@@ -64,6 +63,8 @@ from timebank.bank.models import (
     SettlementView,
     SiteKind,
     SiteView,
+    check_key,
+    check_text,
     require,
 )
 from timebank.bank.schema import (
@@ -80,7 +81,7 @@ from timebank.bank.schema import (
     sites,
 )
 from timebank.ledger import Ledger, LedgerTransaction
-from timebank.limits import ATTEMPTS_MAX, KEY_LENGTH_MAX, MEMO_LENGTH_MAX, OPERATOR_LENGTH_MAX
+from timebank.limits import ATTEMPTS_MAX, KEY_LENGTH_MAX, MEMO_LENGTH_MAX
 
 T = TypeVar("T")
 
@@ -177,7 +178,7 @@ class TimeBank(ExchangeMixin):
         """A programme with its root region, its first policy (in force from the beginning)
         and its first administrator, who acts for the whole programme. Creating it again
         with the same definition returns it; another definition raises ExistsError."""
-        _text(code=code, name=name, root_region=root_region, administrator=administrator)
+        check_text(code=code, name=name, root_region=root_region, administrator=administrator)
         root = {"code": root_region, "name": root_region_name, "level": root_level}
         admin = {"code": administrator, "name": administrator_name}
         self._act(lambda act: _org.create_programme(act, code, name, policy, root, admin))
@@ -202,7 +203,7 @@ class TimeBank(ExchangeMixin):
         parent: str,
         operator: str,
     ) -> RegionView:
-        _text(code=code, name=name)
+        check_text(code=code, name=name)
         spec = {"code": code, "name": name, "level": level}
         self._act(lambda act: _org.add_region(act, programme, spec, parent, operator))
         return self.region(programme, code)
@@ -211,7 +212,7 @@ class TimeBank(ExchangeMixin):
         self, programme: str, code: str, name: str, *, kind: SiteKind, region: str, operator: str
     ) -> SiteView:
         """A station or an institution in ``region``; its ledger accounts open with it."""
-        _text(code=code, name=name)
+        check_text(code=code, name=name)
         self._act(lambda act: _org.add_site(act, programme, code, name, kind, region, operator))
         return self.site(programme, code)
 
@@ -227,7 +228,7 @@ class TimeBank(ExchangeMixin):
         by: str,
     ) -> OperatorView:
         """Staff of one ``site`` or one ``region``, added by an administrator above it."""
-        _text(code=code, name=name)
+        check_text(code=code, name=name)
         chosen = tuple(sorted(set(roles)))
         require(bool(chosen), "an operator has at least one role")
         spec = {"code": code, "name": name}
@@ -623,7 +624,7 @@ class TimeBank(ExchangeMixin):
         the policy's grant rules name (administrators)."""
         chosen = frozenset(attributes)
         for name in chosen:
-            _text(attribute=name)
+            check_text(attribute=name)
         self._act(lambda act: _people.set_attributes(act, member_id, chosen, operator))
         return self.member(member_id)
 
@@ -898,27 +899,8 @@ class TimeBank(ExchangeMixin):
             ) from None
 
 
-def _text(**values: str) -> None:
-    """Codes and names: non-empty, bounded, codes from a safe alphabet (they end up in
-    ledger account codes)."""
-    for name, value in values.items():
-        require(isinstance(value, str) and value != "", f"{name} is a non-empty string")
-        if name in ("name",):
-            require(len(value) <= NAME_LENGTH_MAX, f"{name}: at most {NAME_LENGTH_MAX} characters")
-            continue
-        limit = OPERATOR_LENGTH_MAX if name == "administrator" else 24
-        require(len(value) <= limit, f"{name}: at most {limit} characters")
-        require(
-            all(c.isascii() and (c.isalnum() or c in "_.-") for c in value),
-            f"{name} {value!r}: letters, digits, '_', '.' and '-' only",
-        )
-
-
 def _key(key: str) -> None:
-    require(
-        isinstance(key, str) and 0 < len(key) <= REDEMPTION_KEY_LENGTH_MAX,
-        f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
-    )
+    check_key(key)
     # Keys the library writes itself: a completed booking's redemption, a death's estate.
     require(
         not key.startswith(("booking:", "estate:")),

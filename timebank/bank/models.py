@@ -12,10 +12,12 @@ from timebank import errors
 from timebank.bank.limits import (
     CODE_LENGTH_MAX,
     NAME_LENGTH_MAX,
+    REDEMPTION_KEY_LENGTH_MAX,
     SERVICE_MINUTES_MAX,
     SERVICE_TYPES_MAX,
     WEIGHT_PERMILLE_MAX,
 )
+from timebank.limits import OPERATOR_LENGTH_MAX
 from timebank.models import _translate
 
 Code = Annotated[str, Field(min_length=1, max_length=CODE_LENGTH_MAX, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -554,3 +556,27 @@ def require(condition: bool, message: str) -> None:
     """Refuse malformed input with the library's error (not an assert: it must survive -O)."""
     if not condition:
         raise errors.InvalidInputError(message)
+
+
+def check_text(**values: str) -> None:
+    """Codes and names: non-empty, bounded, codes from a safe alphabet (they end up in
+    ledger account codes)."""
+    for name, value in values.items():
+        require(isinstance(value, str) and value != "", f"{name} is a non-empty string")
+        if name in ("name",):
+            require(len(value) <= NAME_LENGTH_MAX, f"{name}: at most {NAME_LENGTH_MAX} characters")
+            continue
+        limit = OPERATOR_LENGTH_MAX if name == "administrator" else 24
+        require(len(value) <= limit, f"{name}: at most {limit} characters")
+        require(
+            all(c.isascii() and (c.isalnum() or c in "_.-") for c in value),
+            f"{name} {value!r}: letters, digits, '_', '.' and '-' only",
+        )
+
+
+def check_key(key: str) -> None:
+    """An idempotency key short enough that the entry keys built from it fit."""
+    require(
+        isinstance(key, str) and 0 < len(key) <= REDEMPTION_KEY_LENGTH_MAX,
+        f"idempotency_key: 1 to {REDEMPTION_KEY_LENGTH_MAX} characters",
+    )
