@@ -75,6 +75,7 @@ def register(
         "display_name": data["display_name"],
         "birth_date": data["birth_date"],
         "phone": data["phone"],
+        "sex": data["sex"],
     }
     if existing is not None:
         fields = differences(dict(existing._mapping), wanted)
@@ -105,6 +106,7 @@ def register(
             display_name=data["display_name"],
             birth_date=data["birth_date"],
             phone=data["phone"],
+            sex=data["sex"],
         )
     )
     return member_id

@@ -61,6 +61,7 @@ from timebank.bank.models import (
     Role,
     ServiceView,
     SettlementView,
+    Sex,
     SiteKind,
     SiteView,
     check_key,
@@ -253,13 +254,16 @@ class TimeBank(ExchangeMixin):
         kind: MemberKind = "person",
         acts_as: ActsAs = "both",
         phone: str | None = None,
+        sex: Sex | None = None,
     ) -> MemberView:
         """Register a person or a volunteer group. ``identity`` (a national ID number, a
-        group's registration number) is stored only as a keyed hash. Registering the same
+        group's registration number) is stored only as a keyed hash; ``sex`` (optional) only
+        feeds the statistics. Registering the same
         identity again with the same data returns the member; other data raises ExistsError."""
         require(0 < len(display_name) <= NAME_LENGTH_MAX, "display_name: 1 to 120 characters")
         require(phone is None or len(phone) <= PHONE_LENGTH_MAX, "phone: at most 32 characters")
         require(type(birth_date) is date, "birth_date is a date")
+        require(sex in (None, "female", "male"), "sex: 'female', 'male' or None")
         hashed = _people.identity_hash(self._secret(programme), identity)
         data = {
             "kind": kind,
@@ -268,6 +272,7 @@ class TimeBank(ExchangeMixin):
             "display_name": display_name,
             "birth_date": birth_date,
             "phone": phone,
+            "sex": sex,
         }
         member_id = self._act(lambda act: _people.register(act, programme, hashed, data, operator))
         return self.member(member_id)
@@ -842,7 +847,10 @@ class TimeBank(ExchangeMixin):
             if row is None:
                 raise errors.BankObjectNotFoundError("member", member_id)
             return PersonalData(
-                display_name=row.display_name, birth_date=row.birth_date, phone=row.phone
+                display_name=row.display_name,
+                birth_date=row.birth_date,
+                phone=row.phone,
+                sex=row.sex,
             )
 
         return self._read(read)

@@ -25,6 +25,8 @@ Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH_MAX)]
 RegionLevel = Literal["province", "city", "county", "township"]
 SiteKind = Literal["social_work_station", "volunteer_station", "community_station", "institution"]
 MemberKind = Literal["person", "group"]
+#: As declared by the member, for statistics only (None: not given).
+Sex = Literal["female", "male"]
 ActsAs = Literal["volunteer", "recipient", "both"]
 MemberStatus = Literal["active", "frozen", "deceased", "closed"]
 RelationKind = Literal["spouse", "parent", "child", "sibling", "other_relative", "friend"]
@@ -231,6 +233,7 @@ class PersonalData(_View):
     display_name: str
     birth_date: date
     phone: str | None
+    sex: Sex | None
 
 
 class OperatorView(_View):

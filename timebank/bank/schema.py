@@ -37,6 +37,7 @@ from timebank.schema import Base, Id, _in, exact_text
 REGION_LEVELS = ("province", "city", "county", "township")
 SITE_KINDS = ("social_work_station", "volunteer_station", "community_station", "institution")
 MEMBER_KINDS = ("person", "group")
+SEXES = ("female", "male")
 MEMBER_ROLES = ("volunteer", "recipient", "both")
 MEMBER_STATUSES = ("active", "frozen", "deceased", "closed")
 RELATION_KINDS = ("spouse", "parent", "child", "sibling", "other_relative", "friend")
@@ -165,6 +166,10 @@ class MemberPersonal(Base):
     display_name: Mapped[str] = mapped_column(String(NAME_LENGTH_MAX))
     birth_date: Mapped[date] = mapped_column(Date)
     phone: Mapped[str | None] = mapped_column(String(PHONE_LENGTH_MAX))
+    #: As the member declared it, for the programme's statistics; None: not given.
+    sex: Mapped[str | None] = mapped_column(String(8))
+
+    __table_args__ = (CheckConstraint("sex IS NULL OR " + _in("sex", SEXES), name="sex"),)
 
 
 class Relation(Base):
