@@ -42,8 +42,8 @@ def exposure(
     pool_accounts = select(regions.c.pool_account_id).where(
         regions.c.programme_id == programme.id, under
     )
-    member_minutes, holders = _sum(conn, member_accounts, moment)
-    pool_minutes, _ = _sum(conn, pool_accounts, moment)
+    member_minutes, holders = account_sums(conn, member_accounts, moment)
+    pool_minutes, _ = account_sums(conn, pool_accounts, moment)
     return ExposureView(
         programme=programme_code,
         region=region.code,
@@ -71,7 +71,7 @@ def _moment(conn: Connection, programme_id: int, at: datetime | date) -> datetim
     return moment
 
 
-def _sum(conn: Connection, account_ids: Any, moment: datetime) -> tuple[int, int]:
+def account_sums(conn: Connection, account_ids: Any, moment: datetime) -> tuple[int, int]:
     """Total posted minutes of the accounts at ``moment``, and how many hold any."""
     per_account = (
         select(
