@@ -10,6 +10,16 @@ refusal is a typed error of :mod:`timebank.errors` and changes nothing.
 
 from __future__ import annotations
 
+from timebank.bank._io import (
+    ENTRY_COLUMNS,
+    EXPORT_COLUMNS,
+    HISTORY_COLUMNS,
+    LOT_COLUMNS,
+    MEMBER_COLUMNS,
+    POSTING_COLUMNS,
+    ImportReport,
+    RejectedRow,
+)
 from timebank.bank.api import TimeBank
 from timebank.bank.models import (
     BookingView,
@@ -57,6 +67,12 @@ from timebank.bank.report_models import (
 )
 
 __all__ = [
+    "ENTRY_COLUMNS",
+    "EXPORT_COLUMNS",
+    "HISTORY_COLUMNS",
+    "LOT_COLUMNS",
+    "MEMBER_COLUMNS",
+    "POSTING_COLUMNS",
     "ActivityReport",
     "BookingView",
     "ClearingFlow",
@@ -71,6 +87,7 @@ __all__ = [
     "GrantCandidate",
     "GrantRule",
     "HoldLine",
+    "ImportReport",
     "InFlightVoucher",
     "InactiveMember",
     "LotView",
@@ -88,6 +105,7 @@ __all__ = [
     "Reconciliation",
     "RedemptionView",
     "RegionView",
+    "RejectedRow",
     "ServiceType",
     "ServiceView",
     "SettlementView",

@@ -31,6 +31,7 @@ from timebank.bank import (
 )
 from timebank.bank._ctx import Act, account_code, code_of, programme_row
 from timebank.bank._exchange_api import ExchangeMixin
+from timebank.bank._io_api import IOMixin
 from timebank.bank._reports_api import ReportsMixin
 from timebank.bank.limits import (
     NAME_LENGTH_MAX,
@@ -91,7 +92,7 @@ T = TypeVar("T")
 BOOKING_GRACE = timedelta(days=1)
 
 
-class TimeBank(ExchangeMixin, ReportsMixin):
+class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
     """Programmes, members, operators and services on a :class:`~timebank.Ledger`.
 
     ``identity_secrets`` maps each programme code to the secret that keys the hashes of its
