@@ -48,8 +48,8 @@ from timebank.bank.schema import (
 from timebank.models import AccountSpec
 
 #: The calendar a period may span: policies apply from 1970 (``_org.BEGINNING``).
-_FIRST_DAY = date(1970, 1, 1)
-_LAST_DAY = date(9999, 1, 1)
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9999, 1, 1)
 #: (origin site id, redeeming site id) -> minutes.
 SiteFlows = dict[tuple[int, int], int]
 
@@ -92,9 +92,9 @@ def period_bounds(
         raise errors.InvalidInputError("a period's start and end are dates")
     if end <= start:
         raise errors.InvalidInputError(f"the period ends ({end}) after it starts ({start})")
-    if start < _FIRST_DAY or end > _LAST_DAY:
+    if start < FIRST_DAY or end > LAST_DAY:
         raise errors.InvalidInputError(
-            f"a period lies between {_FIRST_DAY} and {_LAST_DAY}, the programme's calendar"
+            f"a period lies between {FIRST_DAY} and {LAST_DAY}, the programme's calendar"
         )
     return _midnight(conn, programme_id, start), _midnight(conn, programme_id, end)
 

@@ -113,7 +113,13 @@ def policy_at(conn: Connection, programme_id: int, when: datetime) -> tuple[int,
         .where(policies.c.programme_id == programme_id, policies.c.effective_from <= when)
         .order_by(policies.c.effective_from.desc())
         .limit(1)
-    ).one()
+    ).first()
+    if row is None:  # before BEGINNING: version 1 is in force from the beginning
+        row = conn.execute(
+            select(policies.c.version, policies.c.body).where(
+                policies.c.programme_id == programme_id, policies.c.version == 1
+            )
+        ).one()
     return row.version, Policy(**row.body)
 
 

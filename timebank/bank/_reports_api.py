@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy import Connection
 
 from timebank.bank import _reports
+from timebank.bank._clearing import FIRST_DAY, LAST_DAY
 from timebank.bank.models import RegionLevel, require
 from timebank.bank.report_models import (
     ActivityReport,
@@ -19,6 +20,7 @@ from timebank.bank.report_models import (
     InactiveMember,
     MemberStatement,
 )
+from timebank.bank.schema import REGION_LEVELS
 from timebank.ledger import Ledger
 
 T = TypeVar("T")
@@ -84,6 +86,7 @@ class ReportsMixin:
             isinstance(when, datetime) and when.utcoffset() is not None,
             "as_of must be a timezone-aware datetime",
         )
+        require(FIRST_DAY.year <= when.year < LAST_DAY.year, "as_of: from 1970 to 9998")
         return self._read(
             lambda conn: _reports.inactive_members(
                 conn, programme, region_code=region, as_of=when, months=months, limit=limit
@@ -112,6 +115,10 @@ class ReportsMixin:
         """The guarantee exposure of every region of ``level`` at the end of each of
         ``days`` (the programme's calendar), region by region."""
         chosen = list(days)
-        require(all(type(day) is date for day in chosen), "days are dates")
+        require(level in REGION_LEVELS, f"level: one of {', '.join(REGION_LEVELS)}")
+        require(
+            all(type(day) is date and FIRST_DAY <= day < LAST_DAY for day in chosen),
+            f"days are dates from {FIRST_DAY} to {LAST_DAY}",
+        )
         require(0 < len(chosen) <= 366, "days: 1 to 366 of them")
         return self._read(lambda conn: _reports.exposure_by_region(conn, programme, level, chosen))

@@ -646,6 +646,10 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         calendar; default now)."""
         when = self.ledger.clock() if at is None else at
         require(_aware(when) or type(when) is date, "at is a timezone-aware datetime or a date")
+        require(
+            type(when) is not date or _clearing.FIRST_DAY <= when < _clearing.LAST_DAY,
+            f"at: a day from {_clearing.FIRST_DAY} to {_clearing.LAST_DAY}",
+        )
         return self._read(lambda conn: _exposure.exposure(conn, programme, region, when))
 
     # --- clearing between stations and regions ---------------------------------------------
