@@ -563,3 +563,27 @@ def _rows(text: str) -> list[tuple[str, str]]:
         label, _, value = line.rpartition("  ")
         found.append((label.strip(), value.strip()))
     return found
+
+
+# --- 8. clearing figures in the reports ----------------------------------------------------------
+
+
+def test_reports_carry_the_clearing_position_of_their_scope(world: World) -> None:
+    """Minutes earned at xinyuan-sw and redeemed at sunrise: the station owes them and the
+    institution is owed them (site level); at county level guangyang holds both, so its
+    region report nets to zero, and the figures are those of ``clearing``."""
+    bank, m = world.bank, world.members
+    service = world.serve("c1", "wang", "grandma", minutes=120)
+    bank.confirm_service(service, operator="conf-sw")
+    world.clock.advance(hours=1)
+    bank.redeem("c-r1", programme=PROGRAMME, member_id=m["wang"], site="sunrise",
+                service_type="shopping", minutes=50, operator="sunrise-op")
+    period = {"start": date(2026, 11, 1), "end": date(2026, 12, 1)}
+    station = bank.station_report(PROGRAMME, "xinyuan-sw", **period)
+    home = bank.station_report(PROGRAMME, "sunrise", **period)
+    county = bank.region_report(PROGRAMME, "guangyang", **period)
+    assert (station.clearing_net_minutes, home.clearing_net_minutes) == (-50, 50)
+    assert county.clearing_net_minutes == 0
+    by_site = bank.clearing(PROGRAMME, level="site", **period)
+    assert station.clearing_net_minutes == by_site.net_of("xinyuan-sw")
+    assert "owes (-)" in station.render()

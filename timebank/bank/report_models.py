@@ -167,6 +167,10 @@ class ActivityReport(_Report):
     expired_minutes: int
     opening_liability_minutes: int
     closing_liability_minutes: int
+    #: In the clearing of the period at the scope's level (the site, or the region's own
+    #: level): what the scope is owed (+) or owes (-) for minutes redeemed where they were
+    #: not earned. Clearing dates redemptions by ``occurred_at`` (see ``TimeBank.clearing``).
+    clearing_net_minutes: int
     movements: Movements
     stations_total: int
     stations_active: int
@@ -191,6 +195,7 @@ class ActivityReport(_Report):
             ("minutes expired", self.expired_minutes),
             ("liability at the start", self.opening_liability_minutes),
             ("liability at the end", self.closing_liability_minutes),
+            ("clearing: owed (+) / owes (-)", self.clearing_net_minutes),
             ("stations active", f"{self.stations_active} of {self.stations_total}"),
             ("coverage", f"{self.coverage:.0%}"),
         ]
