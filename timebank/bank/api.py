@@ -69,6 +69,7 @@ from timebank.bank.models import (
     check_key,
     check_text,
     require,
+    storable,
 )
 from timebank.bank.schema import (
     beneficiaries,
@@ -262,8 +263,14 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         group's registration number) is stored only as a keyed hash; ``sex`` (optional) only
         feeds the statistics. Registering the same
         identity again with the same data returns the member; other data raises ExistsError."""
-        require(0 < len(display_name) <= NAME_LENGTH_MAX, "display_name: 1 to 120 characters")
-        require(phone is None or len(phone) <= PHONE_LENGTH_MAX, "phone: at most 32 characters")
+        require(
+            storable(display_name) and 0 < len(display_name) <= NAME_LENGTH_MAX,
+            "display_name: 1 to 120 characters of text",
+        )
+        require(
+            phone is None or (storable(phone) and len(phone) <= PHONE_LENGTH_MAX),
+            "phone: at most 32 characters of text",
+        )
         require(type(birth_date) is date, "birth_date is a date")
         require(sex in (None, "female", "male"), "sex: 'female', 'male' or None")
         hashed = _people.identity_hash(self._secret(programme), identity)
@@ -303,7 +310,9 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         self, member_id: int, status: MemberStatus, *, reason: str, operator: str
     ) -> MemberView:
         """Freeze (nothing moves), unfreeze, mark deceased or close (empty accounts only)."""
-        require(len(reason) <= MEMO_LENGTH_MAX, "reason: at most 500 characters")
+        require(
+            storable(reason) and len(reason) <= MEMO_LENGTH_MAX, "reason: at most 500 characters"
+        )
         self._act(lambda act: _lifecycle.set_status(act, member_id, status, reason, operator))
         return self.member(member_id)
 
@@ -328,7 +337,7 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         minutes between start and end; credited minutes follow the policy's weight and its
         rounding rule (down)."""
         require(0 < len(idempotency_key) <= KEY_LENGTH_MAX, "idempotency_key: 1 to 128 characters")
-        require(len(note) <= NOTE_LENGTH_MAX, "note: at most 500 characters")
+        require(storable(note) and len(note) <= NOTE_LENGTH_MAX, "note: at most 500 characters")
         require(rating is None or (type(rating) is int and 1 <= rating <= 5), "rating: 1 to 5")
         for name, moment in (("started_at", started_at), ("ended_at", ended_at)):
             require(
@@ -362,7 +371,9 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         return self.service(service_id)
 
     def reject_service(self, service_id: int, *, reason: str, operator: str) -> ServiceView:
-        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        require(
+            storable(reason) and 0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters"
+        )
         self._act(lambda act: _services.reject(act, service_id, reason, operator))
         return self.service(service_id)
 
@@ -374,7 +385,9 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
     def reverse_service(self, service_id: int, *, reason: str, operator: str) -> ServiceView:
         """An administrator's correction: the deposit is reversed and its minutes leave the
         volunteer's lots. Refused if they have been spent."""
-        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        require(
+            storable(reason) and 0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters"
+        )
         self._act(lambda act: _services.reverse(act, service_id, reason, operator))
         return self.service(service_id)
 
@@ -516,7 +529,9 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
 
     def cancel_booking(self, booking_id: int, *, reason: str, operator: str) -> BookingView:
         """Release the booking's minutes."""
-        require(0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters")
+        require(
+            storable(reason) and 0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters"
+        )
         self._act(lambda act: _bookings.cancel(act, booking_id, reason, operator))
         return self.booking(booking_id)
 

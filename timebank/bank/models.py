@@ -555,6 +555,18 @@ class Reconciliation(_View):
     mirrored: bool
 
 
+def storable(text: object) -> bool:
+    """Text every database stores as given: a str of valid Unicode (no lone surrogate) and
+    without NUL, which PostgreSQL refuses."""
+    if not isinstance(text, str) or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def require(condition: bool, message: str) -> None:
     """Refuse malformed input with the library's error (not an assert: it must survive -O)."""
     if not condition:
@@ -565,7 +577,7 @@ def check_text(**values: str) -> None:
     """Codes and names: non-empty, bounded, codes from a safe alphabet (they end up in
     ledger account codes)."""
     for name, value in values.items():
-        require(isinstance(value, str) and value != "", f"{name} is a non-empty string")
+        require(storable(value) and value != "", f"{name} is a non-empty string of text")
         if name in ("name",):
             require(len(value) <= NAME_LENGTH_MAX, f"{name}: at most {NAME_LENGTH_MAX} characters")
             continue
