@@ -83,10 +83,14 @@ def test_demo_creates_its_file_and_refuses_to_run_twice(
     assert cli_main(["demo", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert str(db) in out
-    assert "refused overdraft" in out
-    assert "returned entry 4 and wrote nothing" in out
-    assert "integrity: ok" in out
+    assert "30 days, 300 members, 8 stations, 2 institutions" in out
+    assert "(0 accepted)" in out  # every deliberately bad command was refused
+    assert "Station " in out
+    assert "Clearing between counties" in out
+    assert "Guarantee exposure at the end of 2026-03-31" in out
+    assert "invariants, checked again after the reports: ok" in out
     assert cli_main(["demo", "--db", str(db)]) == 1
+    assert "already holds a ledger" in capsys.readouterr().out
 
 
 def test_demo_default_path_is_the_current_folder(tmp_path: Path) -> None:

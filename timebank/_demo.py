@@ -1,145 +1,75 @@
-"""A small worked example through the public API, printed as it goes."""
+"""``timebank demo``: a month of a small province, simulated into a database, then read back
+the way its staff would: the simulation's summary, the busiest station's report, the
+clearing positions between counties, the guarantee exposure and the invariant checks."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import TextIO
 
-from timebank.errors import LimitExceededError
-from timebank.ledger import Ledger
-from timebank.models import AccountSpec, TransferCommand
+from timebank.bank import TimeBank
+from timebank.simulation import (
+    SIMULATION_SECRET,
+    DatabaseNotEmptyError,
+    Scenario,
+    SimulationSummary,
+    check_invariants,
+    simulate,
+)
 
 Say = Callable[[str], object]
 
 
-def run_demo(url: str, say: Say) -> int:
-    say(f"timebank demo: ledger at {url}")
-    with Ledger.open(url) as ledger:
-        if ledger.trial_balance().lines:
-            say("the database already holds a ledger; pass --db with a new file to start afresh")
-            return 1
-        _open(ledger)
-        _deposits(ledger, say)
-        _refusal_and_retry(ledger, say)
-        _hold_and_reversal(ledger, say)
-        _report(ledger, say)
-    return 0
-
-
-def _open(ledger: Ledger) -> None:
-    ledger.open_accounts(
-        [
-            AccountSpec(code="station:gulou:issued", type="station_issued", floor_minutes=None),
-            AccountSpec(
-                code="institution:sunrise:redeemed", type="institution_redeemed", floor_minutes=None
-            ),
-            AccountSpec(code="member:li-wei", type="member", ceiling_minutes=90_000),
-            AccountSpec(code="member:zhang-min", type="member", ceiling_minutes=90_000),
-        ]
-    )
-
-
-def _deposits(ledger: Ledger, say: Say) -> None:
-    served = datetime.now(UTC) - timedelta(days=3)
-    for key, member, minutes in (
-        ("svc-001", "member:li-wei", 120),
-        ("svc-002", "member:li-wei", 90),
-        ("svc-003", "member:zhang-min", 60),
-    ):
-        entry = ledger.transfer(
-            key,
-            debit="station:gulou:issued",
-            credit=member,
-            amount_minutes=minutes,
-            code="deposit",
-            operator="op:gulou-1",
-            occurred_at=served,
-            memo="companionship visit",
-        )
-        say(f"  deposit {key}: {minutes} min to {member} (entry {entry.id})")
-
-
-def _refusal_and_retry(ledger: Ledger, say: Say) -> None:
+def run_demo(url: str, say: Say, *, seed: int = 7, progress: TextIO | None = None) -> int:
+    """Simulate ``Scenario.small_province()`` into the empty database at ``url`` and print
+    what it did; 1 when the database is not empty."""
+    scenario = Scenario.small_province()
+    say(f"timebank demo: {scenario.days} days of a small province, simulated into {url}")
     try:
-        ledger.transfer(
-            "red-001",
-            debit="member:zhang-min",
-            credit="institution:sunrise:redeemed",
-            amount_minutes=240,
-            code="redemption",
-            operator="op:sunrise-1",
-        )
-    except LimitExceededError as refusal:
-        say(f"  refused overdraft: {refusal} (nothing was written)")
-    # The same command twice, as a station's retry after a timeout would send it.
-    redemption = TransferCommand(
-        idempotency_key="red-002",
-        debit="member:li-wei",
-        credit="institution:sunrise:redeemed",
-        amount_minutes=150,
-        code="redemption",
-        operator="op:sunrise-1",
-        memo="day care",
-    )
-    first, again = ledger.post(redemption), ledger.post(redemption)
+        summary = simulate(url, scenario, seed=seed, progress=progress or sys.stderr)
+    except DatabaseNotEmptyError:
+        say("the database already holds a ledger; pass --db with a new file to start afresh")
+        return 1
+    say(summary.render())
+    with TimeBank.open(url, identity_secrets={scenario.programme: SIMULATION_SECRET}) as bank:
+        _reports(bank, summary, say)
+        report = check_invariants(bank, scenario.programme)
+    say("")
+    say(f"invariants, checked again after the reports: {'ok' if report.ok else 'FAILED'}")
+    for problem in report.problems:
+        say(f"  {problem}")
+    return 0 if report.ok else 2
+
+
+def _reports(bank: TimeBank, summary: SimulationSummary, say: Say) -> None:
+    # The summary's end is the last simulated day; a report's period ends the day after.
+    programme, start = summary.programme, summary.start
+    end = start + timedelta(days=summary.days)
+    period = {"start": start, "end": end}
+    stations = [
+        bank.station_report(programme, site.code, **period)
+        for site in bank.sites(programme)
+        if site.kind != "institution"
+    ]
+    busiest = max(stations, key=lambda report: (report.services_confirmed, report.code))
+    say("")
+    say(busiest.render())
+    clearing = bank.clearing(programme, level="county", **period)
+    say("")
     say(
-        f"  redemption red-002 posted as entry {first.id}; the retry with the same key "
-        f"returned entry {again.id} and wrote nothing"
+        f"Clearing between counties, {start} to {end}: {clearing.redeemed_minutes} minutes "
+        f"redeemed, {clearing.local_minutes} where they were earned"
     )
-
-
-def _hold_and_reversal(ledger: Ledger, say: Say) -> None:
-    hold = ledger.hold(
-        "book-001",
-        debit="member:zhang-min",
-        credit="institution:sunrise:redeemed",
-        amount_minutes=45,
-        code="redemption",
-        operator="op:sunrise-1",
-        memo="booked bath help",
-    )
+    for position in clearing.positions:
+        say(f"  {position.debtor} owes {position.creditor} {position.minutes} min")
+    if not clearing.positions:
+        say("  every county redeemed only its own minutes")
+    exposure = bank.guarantee_exposure(programme, at=end - timedelta(days=1))
+    say("")
     say(
-        f"  hold {hold.id}: 45 min reserved; available now "
-        f"{ledger.balance('member:zhang-min').available_minutes} min"
-    )
-    posted = ledger.post_hold(
-        hold.id, idempotency_key="book-001-done", operator="op:sunrise-1", amount_minutes=30
-    )
-    say(f"  hold posted for 30 of 45 min (entry {posted.id}); the other 15 are released")
-    wrong = ledger.transfer(
-        "svc-004",
-        debit="station:gulou:issued",
-        credit="member:zhang-min",
-        amount_minutes=600,
-        code="deposit",
-        operator="op:gulou-1",
-    )
-    ledger.reverse(
-        wrong.id,
-        idempotency_key="svc-004-fix",
-        operator="op:gulou-1",
-        reason="recorded 600 instead of 60",
-    )
-    say(f"  entry {wrong.id} (600 min typed by mistake) reversed by a mirror entry")
-
-
-def _report(ledger: Ledger, say: Say) -> None:
-    say("balances (positive: minutes held by the account; system accounts run negative):")
-    for line in ledger.trial_balance().lines:
-        balance = ledger.balance(line.account)
-        say(
-            f"  {line.account:<30} posted {balance.posted_minutes:>6}  "
-            f"available {balance.available_minutes:>6}"
-        )
-    say(f"  {'total':<30} {ledger.trial_balance().total_minutes:>13}")
-    say("statement of member:zhang-min (recording order):")
-    for item in ledger.iter_statement("member:zhang-min"):
-        say(
-            f"  #{item.entry_id:<3} {item.code:<11} {item.amount_minutes:>+6}  "
-            f"balance {item.balance_after_minutes:>5}  served {item.occurred_at:%Y-%m-%d}"
-        )
-    report = ledger.verify()
-    say(
-        f"integrity: {'ok' if report.ok else report.problems} "
-        f"({report.entries} entries, {report.postings} postings)"
+        f"Guarantee exposure at the end of {end - timedelta(days=1)}: "
+        f"{exposure.total_minutes} min ({exposure.member_minutes} held by "
+        f"{exposure.members_with_balance} members, {exposure.pool_minutes} in pools)"
     )

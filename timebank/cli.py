@@ -15,7 +15,9 @@ from timebank._demo import run_demo
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="timebank", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="post a small worked example to an SQLite file")
+    demo = commands.add_parser(
+        "demo", help="simulate a month of a small province into an SQLite file and report on it"
+    )
     demo.add_argument(
         "--db",
         default="timebank-demo.db",

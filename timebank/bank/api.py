@@ -806,6 +806,20 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
 
         return self._read(read)
 
+    def sites(self, programme: str) -> list[SiteView]:
+        """The programme's stations and institutions, by code."""
+
+        def read(conn: Connection) -> list[str]:
+            programme_id = programme_row(conn, programme).id
+            rows = conn.execute(
+                select(sites.c.code)
+                .where(sites.c.programme_id == programme_id)
+                .order_by(sites.c.code)
+            )
+            return [str(code) for code in rows.scalars()]
+
+        return [self.site(programme, code) for code in self._read(read)]
+
     def operator(self, programme: str, code: str) -> OperatorView:
         def read(conn: Connection) -> OperatorView:
             programme_id = programme_row(conn, programme).id

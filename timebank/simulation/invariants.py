@@ -1,0 +1,147 @@
+"""The invariants a simulated (or any) time bank must satisfy, checked on the database."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, func, select
+
+from timebank.bank._ctx import programme_row
+from timebank.bank.api import TimeBank
+from timebank.bank.schema import lots, members, pool_lots, regions
+from timebank.schema import accounts
+
+#: At most this many problems of one kind are listed (the counts are complete).
+LISTED_MAX = 20
+
+
+class InvariantReport(BaseModel):
+    """What :func:`check_invariants` found. ``ok`` when every check holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    #: ``ledger.verify()``: every posting and hold replayed against the balances.
+    verify_ok: bool
+    entries: int
+    postings: int
+    #: Members whose ledger balance differs from the sum of their open lots.
+    members_checked: int
+    member_lot_mismatches: int
+    #: Region pools whose balance differs from the sum of their pool lots.
+    pools_checked: int
+    pool_lot_mismatches: int
+    #: The sum of every account's balance (the trial balance): always 0.
+    trial_balance_total: int
+    #: Accounts whose held minutes exceed what their balance holds above the floor.
+    over_held_accounts: int
+    problems: tuple[str, ...]
+
+    def render(self) -> str:
+        verdict = "all hold" if self.ok else f"{len(self.problems)}+ problems"
+        lines = [
+            f"invariants: {verdict}",
+            f"  ledger.verify(): {'ok' if self.verify_ok else 'FAILED'} "
+            f"({self.entries:,} entries, {self.postings:,} postings)",
+            f"  member balance == open lots: {self.members_checked - self.member_lot_mismatches:,}"
+            f"/{self.members_checked:,}",
+            f"  pool balance == pool lots: {self.pools_checked - self.pool_lot_mismatches:,}"
+            f"/{self.pools_checked:,}",
+            f"  trial balance total: {self.trial_balance_total} (must be 0)",
+            f"  accounts holding more than they have: {self.over_held_accounts}",
+        ]
+        lines += [f"  ! {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def check_invariants(bank: TimeBank, programme: str) -> InvariantReport:
+    """Check, on the database behind ``bank``: ``ledger.verify()``; every member's balance
+    equals the sum of their open lots (what ``bank.lots_total`` reads); every region pool's
+    balance equals its pool lots (``bank.pool_lots_total``); all balances sum to zero; no
+    account holds more minutes than it has above its floor. Reads grouped sums, never the
+    journal into memory (``verify`` aside, which the ledger runs in the database)."""
+    report = bank.ledger.verify()
+    problems = [f"verify: {p}" for p in report.problems[:LISTED_MAX]]
+    found = bank._read(lambda conn: _sums(conn, programme))
+    member_bad, pool_bad, total, over_held, checked_members, checked_pools = found
+    problems += [
+        f"member {m}: balance {b}, open lots {lot}" for m, b, lot in member_bad[:LISTED_MAX]
+    ]
+    problems += [f"pool {r}: balance {b}, pool lots {lot}" for r, b, lot in pool_bad[:LISTED_MAX]]
+    if total != 0:
+        problems.append(f"trial balance sums to {total}, not 0")
+    problems += [f"account {code}: over-held" for code in over_held[:LISTED_MAX]]
+    ok = report.ok and not member_bad and not pool_bad and total == 0 and not over_held
+    return InvariantReport(
+        ok=ok,
+        verify_ok=report.ok,
+        entries=report.entries,
+        postings=report.postings,
+        members_checked=checked_members,
+        member_lot_mismatches=len(member_bad),
+        pools_checked=checked_pools,
+        pool_lot_mismatches=len(pool_bad),
+        trial_balance_total=total,
+        over_held_accounts=len(over_held),
+        problems=tuple(problems),
+    )
+
+
+Mismatch = tuple[int | str, int, int]
+
+
+def _sums(
+    conn: Connection, programme: str
+) -> tuple[list[Mismatch], list[Mismatch], int, list[str], int, int]:
+    programme_id = programme_row(conn, programme).id
+    lot_sums = (
+        select(lots.c.member_id, func.sum(lots.c.remaining_minutes).label("minutes"))
+        .group_by(lots.c.member_id)
+        .subquery()
+    )
+    member_rows = conn.execute(
+        select(members.c.id, accounts.c.posted_minutes, func.coalesce(lot_sums.c.minutes, 0))
+        .join(accounts, accounts.c.id == members.c.account_id)
+        .outerjoin(lot_sums, lot_sums.c.member_id == members.c.id)
+        .where(members.c.programme_id == programme_id)
+        .order_by(members.c.id)
+    )
+    checked_members = 0
+    member_bad: list[Mismatch] = []
+    for member_id, balance, lot_total in member_rows:  # streamed, one row at a time
+        checked_members += 1
+        if int(balance) != int(lot_total):
+            member_bad.append((int(member_id), int(balance), int(lot_total)))
+    pool_sums = (
+        select(pool_lots.c.region_id, func.sum(pool_lots.c.remaining_minutes).label("minutes"))
+        .group_by(pool_lots.c.region_id)
+        .subquery()
+    )
+    pool_rows = conn.execute(
+        select(regions.c.code, accounts.c.posted_minutes, func.coalesce(pool_sums.c.minutes, 0))
+        .join(accounts, accounts.c.id == regions.c.pool_account_id)
+        .outerjoin(pool_sums, pool_sums.c.region_id == regions.c.id)
+        .where(regions.c.programme_id == programme_id)
+        .order_by(regions.c.code)
+    )
+    checked_pools = 0
+    pool_bad: list[Mismatch] = []
+    for code, balance, lot_total in pool_rows:
+        checked_pools += 1
+        if int(balance) != int(lot_total):
+            pool_bad.append((str(code), int(balance), int(lot_total)))
+    total = int(
+        conn.execute(select(func.coalesce(func.sum(accounts.c.posted_minutes), 0))).scalar_one()
+    )
+    over_held = [
+        str(code)
+        for code in conn.execute(
+            select(accounts.c.code)
+            .where(
+                accounts.c.floor_minutes.is_not(None),
+                accounts.c.posted_minutes - accounts.c.held_out_minutes < accounts.c.floor_minutes,
+            )
+            .order_by(accounts.c.code)
+            .limit(LISTED_MAX)
+        ).scalars()
+    ]
+    return member_bad, pool_bad, total, over_held, checked_members, checked_pools
