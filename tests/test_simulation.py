@@ -199,3 +199,39 @@ def _subclasses(cls: type) -> list[type]:
     for sub in cls.__subclasses__():
         found += _subclasses(sub)
     return found
+
+
+def test_check_invariants_finds_lots_and_balances_that_disagree(sqlite_url: str) -> None:
+    """The checks can fail: a member lot and a pool lot edited behind the library's back,
+    then a balance, are each reported (any bank, not only a simulated one)."""
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from tests.bankworld import PROGRAMME, fresh  # noqa: PLC0415
+    from tests.clocks import Clock  # noqa: PLC0415
+    from timebank.bank.schema import lots, pool_lots  # noqa: PLC0415
+    from timebank.schema import accounts  # noqa: PLC0415
+
+    world = fresh(sqlite_url, Clock())
+    try:
+        bank = world.bank
+        service = world.serve("inv-1", "wang", "grandma", minutes=60)
+        bank.confirm_service(service, operator="conf-sw")
+        bank.donate("inv-d", programme=PROGRAMME, member_id=world.members["wang"], minutes=20,
+                    operator="rec-sw")
+        assert check_invariants(bank, PROGRAMME).ok
+        with world.engine.begin() as conn:
+            conn.execute(update(lots).values(remaining_minutes=lots.c.remaining_minutes - 1))
+            conn.execute(
+                update(pool_lots).values(remaining_minutes=pool_lots.c.remaining_minutes - 1))
+        report = check_invariants(bank, PROGRAMME)
+        assert not report.ok
+        assert (report.member_lot_mismatches, report.pool_lot_mismatches) == (1, 1)
+        assert any(p.startswith("member ") for p in report.problems)
+        with world.engine.begin() as conn:
+            conn.execute(update(accounts).where(accounts.c.code == bank.member(
+                world.members["li"]).account).values(posted_minutes=5))
+        report = check_invariants(bank, PROGRAMME)
+        assert report.trial_balance_total == 5
+        assert not report.verify_ok
+    finally:
+        bank.dispose()

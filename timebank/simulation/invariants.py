@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select
 
+from timebank.bank import _lots
 from timebank.bank._ctx import programme_row
 from timebank.bank.api import TimeBank
-from timebank.bank.schema import lots, members, pool_lots, regions
+from timebank.bank.schema import members, regions
 from timebank.schema import accounts
 
 #: At most this many problems of one kind are listed (the counts are complete).
@@ -93,42 +96,12 @@ def _sums(
     conn: Connection, programme: str
 ) -> tuple[list[Mismatch], list[Mismatch], int, list[str], int, int]:
     programme_id = programme_row(conn, programme).id
-    lot_sums = (
-        select(lots.c.member_id, func.sum(lots.c.remaining_minutes).label("minutes"))
-        .group_by(lots.c.member_id)
-        .subquery()
+    checked_members, member_bad = _lot_mismatches(
+        conn, _lots.MEMBER, members.c.id, members.c.account_id, programme_id
     )
-    member_rows = conn.execute(
-        select(members.c.id, accounts.c.posted_minutes, func.coalesce(lot_sums.c.minutes, 0))
-        .join(accounts, accounts.c.id == members.c.account_id)
-        .outerjoin(lot_sums, lot_sums.c.member_id == members.c.id)
-        .where(members.c.programme_id == programme_id)
-        .order_by(members.c.id)
+    checked_pools, pool_bad = _lot_mismatches(
+        conn, _lots.POOL, regions.c.code, regions.c.pool_account_id, programme_id
     )
-    checked_members = 0
-    member_bad: list[Mismatch] = []
-    for member_id, balance, lot_total in member_rows:  # streamed, one row at a time
-        checked_members += 1
-        if int(balance) != int(lot_total):
-            member_bad.append((int(member_id), int(balance), int(lot_total)))
-    pool_sums = (
-        select(pool_lots.c.region_id, func.sum(pool_lots.c.remaining_minutes).label("minutes"))
-        .group_by(pool_lots.c.region_id)
-        .subquery()
-    )
-    pool_rows = conn.execute(
-        select(regions.c.code, accounts.c.posted_minutes, func.coalesce(pool_sums.c.minutes, 0))
-        .join(accounts, accounts.c.id == regions.c.pool_account_id)
-        .outerjoin(pool_sums, pool_sums.c.region_id == regions.c.id)
-        .where(regions.c.programme_id == programme_id)
-        .order_by(regions.c.code)
-    )
-    checked_pools = 0
-    pool_bad: list[Mismatch] = []
-    for code, balance, lot_total in pool_rows:
-        checked_pools += 1
-        if int(balance) != int(lot_total):
-            pool_bad.append((str(code), int(balance), int(lot_total)))
     total = int(
         conn.execute(select(func.coalesce(func.sum(accounts.c.posted_minutes), 0))).scalar_one()
     )
@@ -145,3 +118,30 @@ def _sums(
         ).scalars()
     ]
     return member_bad, pool_bad, total, over_held, checked_members, checked_pools
+
+
+def _lot_mismatches(
+    conn: Connection, holder: _lots.Holder, label: Any, account_id: Any, programme_id: int
+) -> tuple[int, list[Mismatch]]:
+    """How many holders (members or pools, named by ``label``) were checked, and those
+    whose ledger balance differs from the sum of their open lots, streamed row by row."""
+    table = label.table
+    lot_sums = (
+        select(holder.owner, func.sum(holder.table.c.remaining_minutes).label("minutes"))
+        .group_by(holder.owner)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(label, accounts.c.posted_minutes, func.coalesce(lot_sums.c.minutes, 0))
+        .join(accounts, accounts.c.id == account_id)
+        .outerjoin(lot_sums, lot_sums.c[holder.owner.name] == table.c.id)
+        .where(table.c.programme_id == programme_id)
+        .order_by(label)
+    )
+    checked = 0
+    bad: list[Mismatch] = []
+    for name, balance, lot_total in rows:
+        checked += 1
+        if int(balance) != int(lot_total):
+            bad.append((name, int(balance), int(lot_total)))
+    return checked, bad
