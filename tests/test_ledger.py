@@ -958,7 +958,7 @@ def test_a_ledger_on_an_unmigrated_database_names_the_fix(db_url: str) -> None:
         message = str(info.value)
         assert "has no timebank schema" in message
         assert "timebank.upgrade(engine)" in message
-        assert "timebank migrate --db URL" in message
+        assert "timebank db upgrade --db URL" in message
         assert current_revision(engine) is None
         assert dump(engine) == {}  # the check itself created nothing
 

@@ -65,7 +65,7 @@ def test_database_behind_head_is_refused_not_migrated(sqlite_url: str) -> None:
             conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
         with pytest.raises(timebank.SchemaError, match="is at schema revision 0000") as info:
             timebank.Ledger.open(sqlite_url)
-        assert "timebank migrate --db URL" in str(info.value)
+        assert "timebank db upgrade --db URL" in str(info.value)
         assert isinstance(info.value, RuntimeError)
     finally:
         engine.dispose()

@@ -168,8 +168,13 @@ def test_progress_is_written_when_asked(sqlite_url: str) -> None:
              progress=stream)
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
-    assert len(lines) == 5  # 20% steps of 5 days: a line each (every 10% at most)
-    assert lines[-1].startswith("[" + "#" * 30 + "] 100% 5/5 days")
+    registered = [line for line in lines if "members registered" in line]
+    days = [line for line in lines if " days, " in line]
+    assert len(registered) == 10  # 10% steps of 10 members: a line each
+    assert registered[-1].startswith("[" + "#" * 30 + "] 100% 10/10 members registered")
+    assert len(days) == 5  # 20% steps of 5 days: a line each (every 10% at most)
+    assert days[-1].startswith("[" + "#" * 30 + "] 100% 5/5 days")
+    assert lines == registered + days
 
 
 def test_progress_redraws_in_place_on_a_terminal() -> None:

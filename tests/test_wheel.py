@@ -49,3 +49,15 @@ def test_wheel_installs_and_migrates_outside_the_repository(tmp_path: Path) -> N
         cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
     )
     assert result.stdout.strip() == "posted 1"
+    # Without the cli extra the library imports without click or rich, and the command
+    # says which install brings it.
+    probe = subprocess.run(
+        [str(python), "-c", "import sys, timebank, timebank.bank, timebank.simulation; "
+         "print(sorted({'click', 'rich'} & set(sys.modules)))"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.strip() == "[]"
+    command = subprocess.run([str(env_dir / "bin" / "timebank"), "--help"], cwd=elsewhere,
+                             env=env, capture_output=True, text=True, check=False)
+    assert command.returncode == 1
+    assert "pip install 'timebank[cli]'" in command.stderr

@@ -69,5 +69,5 @@ def require_current(engine: Engine) -> None:
         problem = f"is at schema revision {current}, this timebank needs {head}"
     raise errors.SchemaError(
         f"the database {engine.url.render_as_string(hide_password=True)} {problem}. "
-        "Fix: run timebank.upgrade(engine), or `timebank migrate --db URL`"
+        "Fix: run timebank.upgrade(engine), or `timebank db upgrade --db URL`"
     )

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from timebank.bank.api import TimeBank
 from timebank.bank.models import ActsAs, Role, Sex, SiteKind, age_on
 from timebank.errors import TimebankError
+from timebank.simulation.progress import Progress
 from timebank.simulation.scenario import Scenario
 
 T = TypeVar("T")
@@ -120,11 +121,18 @@ class World:
         return datetime.combine(day, time(hour, minute), self.zone)
 
 
-def build(bank: TimeBank, scenario: Scenario, rng: random.Random, tally: Tally) -> World:
-    """Create the programme, its regions, sites, desks and members, and relate them."""
+def build(
+    bank: TimeBank,
+    scenario: Scenario,
+    rng: random.Random,
+    tally: Tally,
+    progress: Progress | None = None,
+) -> World:
+    """Create the programme, its regions, sites, desks and members, and relate them;
+    ``progress`` counts the members registered (a province's take minutes)."""
     world = World(scenario, ZoneInfo(scenario.policy.timezone))
     _organise(bank, world)
-    _register(bank, world, rng)
+    _register(bank, world, rng, progress)
     _relate(bank, world, rng, tally)
     return world
 
@@ -209,8 +217,11 @@ def _site(
     bank.add_operator(programme, desk, f"Desk of {code}", roles=roles, site=code, by=ADMIN)
 
 
-def _register(bank: TimeBank, world: World, rng: random.Random) -> None:
+def _register(
+    bank: TimeBank, world: World, rng: random.Random, progress: Progress | None
+) -> None:
     people, start = world.scenario.population, world.scenario.start
+    step = max(1, world.scenario.members // 1_000)  # redraw the bar a thousand times at most
     volunteers = max(1, round(world.scenario.members * people.volunteer_share))
     for number in range(world.scenario.members):
         volunteer = number < volunteers
@@ -247,6 +258,11 @@ def _register(bank: TimeBank, world: World, rng: random.Random) -> None:
             station.receivers.append(number)
         if member.age >= 60:
             station.elders.append(number)
+        done = number + 1
+        if progress is not None and (done % step == 0 or done == world.scenario.members):
+            progress.update(done, operations=done)  # one registration, one operation
+    if progress is not None:
+        progress.close()
 
 
 def _relate(bank: TimeBank, world: World, rng: random.Random, tally: Tally) -> None:

@@ -133,7 +133,12 @@ class _Run:
 
     def run(self) -> SimulationSummary:
         started = timer.perf_counter()
-        world = build(self.bank, self.scenario, self.rng, self.tally)
+        registering = (
+            Progress(self.scenario.members, self.stream, label="members registered")
+            if self.stream
+            else None
+        )
+        world = build(self.bank, self.scenario, self.rng, self.tally, registering)
         progress = Progress(self.scenario.days, self.stream) if self.stream else None
         with self._banks() as banks:
             for number in range(self.scenario.days):

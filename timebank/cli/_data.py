@@ -1,0 +1,139 @@
+"""Data in and out (export, import) and simulations (demo, simulate)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO, cast, get_args
+
+import click
+
+from timebank._demo import run_demo
+from timebank.bank._io import EXPORT_COLUMNS, ExportFormat, ExportTable
+from timebank.cli import EXIT_INTERNAL, EXIT_REFUSED
+from timebank.cli._app import common
+from timebank.cli._output import emit, note
+from timebank.cli._root import root
+from timebank.cli._state import STATE, as_url
+from timebank.simulation import Scenario
+from timebank.simulation import simulate as run
+
+#: Where ``timebank demo`` writes when --db is not given (never TIMEBANK_DATABASE_URL: a
+#: demonstration must not land in a real bank's database).
+DEMO_DB = "timebank-demo.db"
+
+
+@root.command()
+@common(json_output=False)
+@click.argument("table", type=click.Choice(list(EXPORT_COLUMNS)))
+@click.option("--programme", "-p", envvar="TIMEBANK_PROGRAMME", show_envvar=True,
+              help="Only this programme's rows [default: every row].")
+@click.option("--format", "fmt", type=click.Choice(get_args(ExportFormat)), default="csv",
+              show_default=True)
+@click.option("--output", "-O", "output", default="-", show_default=True,
+              help="A file to write, or - for stdout.")
+def export(table: str, programme: str | None, fmt: ExportFormat, output: str) -> None:
+    """Export TABLE (entries, postings, members, lots) as CSV or JSON Lines, streamed.
+    Members carry no personal data.
+
+    \b
+    Example:
+      timebank export postings -p nj --format jsonl -O postings.jsonl
+    """
+    bank = STATE.bank()
+    if output == "-":
+        rows = bank.export(cast(ExportTable, table), sys.stdout, format=fmt, programme=programme)
+    else:
+        with _open_output(output) as out:
+            rows = bank.export(cast(ExportTable, table), out, format=fmt, programme=programme)
+    note(f"{rows:,} {table} rows exported")
+
+
+def _open_output(path: str) -> TextIO:
+    try:
+        return Path(path).open("w", encoding="utf-8", newline="")
+    except OSError as error:
+        raise click.BadParameter(f"cannot write {path}: {error.strerror}") from None
+
+
+@root.command("import")
+@common()
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--programme", "-p", required=True, envvar="TIMEBANK_PROGRAMME",
+              show_envvar=True)
+@click.option("--operator", "-o", required=True, envvar="TIMEBANK_OPERATOR", show_envvar=True,
+              help="Records the imported services and redemptions.")
+@click.option("--confirm-operator", help="Confirms the imported services [default: --operator].")
+@click.option("--batch-rows", type=click.IntRange(min=1),
+              help="Commit every N rows (a batch with a rejected row is rolled back whole) "
+              "[default: the whole file or nothing].")
+def import_(source: TextIO, programme: str, operator: str, confirm_operator: str | None,
+            batch_rows: int | None) -> None:
+    """Import a programme's history from a CSV file (- for stdin); a row already imported
+    (same key, same content) is not written again. Exits 4 when any row is rejected.
+
+    \b
+    Example:
+      timebank import history.csv -p nj -o migration --batch-rows 10000
+    """
+    result = STATE.bank().import_history(
+        programme, source, operator=operator, confirm_operator=confirm_operator,
+        batch_rows=batch_rows,
+    )
+    emit(result, text=_import_text(result.model_dump(mode="json")))
+    if not result.ok:
+        STATE.exit_code = EXIT_REFUSED
+
+
+def _import_text(report: dict[str, object]) -> str:
+    lines = [f"{key}: {value}" for key, value in report.items() if key != "rejected"]
+    rejected = report.get("rejected") or []
+    assert isinstance(rejected, list)
+    lines += [f"rejected line {row['line']}: {row['reason']}" for row in rejected]
+    return "\n".join(lines)
+
+
+@root.command()
+@common(json_output=False, db=False)
+@click.option("--db", default=DEMO_DB, show_default=True,
+              help="A new SQLite file, or the URL of an empty database.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(db: str, seed: int) -> None:
+    """Simulate a month of a small province into a new database, then print a station
+    report, clearing between counties, the guarantee exposure and the invariant checks.
+
+    \b
+    Example:
+      timebank demo --db demo.db
+    """
+    STATE.exit_code = run_demo(as_url(db), click.echo, seed=seed, progress=sys.stderr)
+
+
+@root.command()
+@common()
+@click.option("--preset", type=click.Choice(["small-province", "province"]),
+              default="small-province", show_default=True,
+              help="small-province: 8 stations, 300 members; province: 220 stations.")
+@click.option("--members", type=click.IntRange(2, 10_000_000), help="[default: the preset's]")
+@click.option("--days", type=click.IntRange(1, 3_660), help="[default: the preset's]")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Stations working at once (PostgreSQL or MariaDB; 1 is deterministic).")
+def simulate(preset: str, members: int | None, days: int | None, seed: int,
+             workers: int) -> None:
+    """Simulate a province's time bank into an empty database (--db), with a progress bar,
+    then check the invariants. The same seed and options write the same ledger.
+
+    \b
+    Example:
+      timebank simulate --db sim.db --preset province --members 20000 --days 30
+    """
+    scenario = Scenario.small_province() if preset == "small-province" else Scenario.province()
+    changes = {k: v for k, v in (("members", members), ("days", days)) if v is not None}
+    scenario = scenario.model_copy(update=changes)
+    Scenario.model_validate(scenario.model_dump())  # the bounds of the changed fields
+    summary = run(STATE.url, scenario, seed=seed, progress=sys.stderr, workers=workers)
+    emit(summary, text=summary.render())
+    if not summary.ok:
+        note("timebank: internal: the simulation's invariant checks failed (see above)")
+        STATE.exit_code = EXIT_INTERNAL
