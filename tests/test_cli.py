@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import click
 import pytest
+from sqlalchemy import create_engine, text
 
 import timebank
 from tests._databases import POSTGRES, SQLITE, backends
@@ -451,3 +452,48 @@ def test_db_check_names_the_fix_when_behind(sqlite_url: str,
     assert "timebank db upgrade" in captured.err
     assert main(["balance", "1", "--db", sqlite_url]) == EXIT_SCHEMA
     assert "is at schema revision 0007" in capsys.readouterr().err
+
+
+def test_verify_finds_a_ledger_edited_behind_its_back(ready: tuple[Cli, str]) -> None:
+    cli, db_url = ready
+    cli("record", "-p", "nj", "-o", "desk1", "-k", "svc-1", "--volunteer", "1", "--recipient",
+        "2", "--site", "st1", "--type", "chat", "--start", moment(3), "--end", moment(2))
+    cli("confirm", "1", "-o", "desk1")
+    report = cli.json("verify", "-p", "nj")
+    assert (report["ok"], report["entries"], report["trial_balance_total"]) == (True, 1, 0)
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:  # a balance "corrected" by hand
+            conn.execute(text("UPDATE tb_accounts SET posted_minutes = posted_minutes + 5 "
+                              "WHERE type = 'member'"))
+    finally:
+        engine.dispose()
+    broken = cli("verify", "-p", "nj", code=EXIT_DATABASE)
+    assert "invariants: " in broken.stdout
+    assert "the ledger's invariants do not hold" in broken.stderr
+
+
+def test_long_imports_and_exports_draw_a_bar_on_a_terminal(ready: tuple[Cli, str],
+                                                          tmp_path: Path) -> None:
+    cli, _ = ready
+    header = ",".join(timebank.bank.HISTORY_COLUMNS)
+    rows = [f"old-{n},service,1,2,st1,chat,2025-01-0{1 + n % 9}T{8 + n % 10:02d}:00:00+08:00,"
+            f"2025-01-0{1 + n % 9}T{8 + n % 10:02d}:30:00+08:00," for n in range(3)]
+    (tmp_path / "history.csv").write_text("\n".join([header, *rows]) + "\n")
+    leader, follower = pty.openpty()
+    try:
+        env = cli.env | {"TERM": "xterm", "COLUMNS": "100"}
+        for args in (["import", "history.csv", "-p", "nj", "-o", "desk1"],
+                     ["export", "postings", "-O", "postings.csv"]):
+            subprocess.run([*COMMAND, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=follower, check=True, timeout=60)
+        drawn = os.read(leader, 65536).decode(errors="replace")
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "importing history.csv" in drawn
+    assert "exporting postings" in drawn
+    assert len((tmp_path / "postings.csv").read_text().splitlines()) == 1 + 2 * 3
+    # Not on a terminal: no bar, only the note.
+    quiet = cli("export", "postings", "-O", "again.csv")
+    assert quiet.stderr == "6 postings rows exported\n"

@@ -39,6 +39,7 @@ SHORT_HELP = {
     "import": "Import a programme's history from CSV.",
     "demo": "Simulate a small province's month and report.",
     "simulate": "Simulate a province into an empty database.",
+    "verify": "Check the ledger's invariants.",
 }
 
 for _name, _help in SHORT_HELP.items():

@@ -1,8 +1,10 @@
-"""Data in and out (export, import) and simulations (demo, simulate)."""
+"""Data in and out (export, import), the invariant check (verify), and simulations (demo,
+simulate)."""
 
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO, cast, get_args
 
@@ -10,12 +12,14 @@ import click
 
 from timebank._demo import run_demo
 from timebank.bank._io import EXPORT_COLUMNS, ExportFormat, ExportTable
-from timebank.cli import EXIT_INTERNAL, EXIT_REFUSED
+from timebank.cli import EXIT_DATABASE, EXIT_INTERNAL, EXIT_REFUSED
 from timebank.cli._app import common
 from timebank.cli._output import emit, note
+from timebank.cli._params import programme_option
+from timebank.cli._progress import reading, writing
 from timebank.cli._root import root
 from timebank.cli._state import STATE, as_url
-from timebank.simulation import Scenario
+from timebank.simulation import Scenario, check_invariants
 from timebank.simulation import simulate as run
 
 #: Where ``timebank demo`` writes when --db is not given (never TIMEBANK_DATABASE_URL: a
@@ -41,11 +45,11 @@ def export(table: str, programme: str | None, fmt: ExportFormat, output: str) ->
       timebank export postings -p nj --format jsonl -O postings.jsonl
     """
     bank = STATE.bank()
-    if output == "-":
-        rows = bank.export(cast(ExportTable, table), sys.stdout, format=fmt, programme=programme)
-    else:
-        with _open_output(output) as out:
-            rows = bank.export(cast(ExportTable, table), out, format=fmt, programme=programme)
+    with ExitStack() as stack:
+        out = sys.stdout if output == "-" else stack.enter_context(_open_output(output))
+        if output != "-":  # a bar on the terminal would mix with the rows on stdout
+            out = stack.enter_context(writing(out, f"exporting {table}"))
+        rows = bank.export(cast(ExportTable, table), out, format=fmt, programme=programme)
     note(f"{rows:,} {table} rows exported")
 
 
@@ -76,10 +80,12 @@ def import_(source: TextIO, programme: str, operator: str, confirm_operator: str
     Example:
       timebank import history.csv -p nj -o migration --batch-rows 10000
     """
-    result = STATE.bank().import_history(
-        programme, source, operator=operator, confirm_operator=confirm_operator,
-        batch_rows=batch_rows,
-    )
+    bank = STATE.bank()
+    with reading(source, f"importing {source.name}") as tracked:
+        result = bank.import_history(
+            programme, tracked, operator=operator, confirm_operator=confirm_operator,
+            batch_rows=batch_rows,
+        )
     emit(result, text=_import_text(result.model_dump(mode="json")))
     if not result.ok:
         STATE.exit_code = EXIT_REFUSED
@@ -107,6 +113,25 @@ def demo(db: str, seed: int) -> None:
       timebank demo --db demo.db
     """
     STATE.exit_code = run_demo(as_url(db), click.echo, seed=seed, progress=sys.stderr)
+
+
+@root.command()
+@common()
+@programme_option
+def verify(programme: str) -> None:
+    """Check the ledger's invariants on the database: every balance replayed from its
+    postings and holds, every member's and pool's balance equal to their open lots, the
+    trial balance zero, no account holding more than it has. Exits 8 when one fails.
+
+    \b
+    Example:
+      timebank verify -p nj --json
+    """
+    report = check_invariants(STATE.bank(), programme)
+    emit(report, text=report.render())
+    if not report.ok:
+        note("timebank: database: the ledger's invariants do not hold (see above)")
+        STATE.exit_code = EXIT_DATABASE
 
 
 @root.command()

@@ -19,7 +19,7 @@ SECTIONS = (
                     "freeze", "unfreeze"]),
     ("Reading", ["balance", "statement", "lots", "show", "report", "clearing", "settle",
                  "exposure"]),
-    ("Data", ["export", "import"]),
+    ("Data", ["export", "import", "verify"]),
     ("Simulation", ["demo", "simulate"]),
 )
 
