@@ -287,9 +287,51 @@ class Hold(Base):
     )
 
 
+#: Length of a SHA-256 digest in hex.
+HASH_LENGTH = 64
+
+
+class Seal(Base):
+    """One block of the journal's hash chain (:mod:`timebank.audit`): block ``id`` covers the
+    entries listed for it in ``tb_sealed_entries``, and its hash covers the previous block's
+    hash and, in entry order, each entry's hash under encoding ``encoding``."""
+
+    __tablename__ = "tb_seals"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    encoding: Mapped[int] = mapped_column(Integer)
+    entries: Mapped[int]
+    first_entry_id: Mapped[int]
+    last_entry_id: Mapped[int]
+    previous_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    block_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+    sealed_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(
+            "id >= 1 AND entries >= 1 AND first_entry_id <= last_entry_id", name="block"
+        ),
+    )
+
+
+class SealedEntry(Base):
+    """Which block sealed an entry, and the entry's hash then. No foreign key to the entry:
+    an entry deleted behind the library's back must leave this row behind, as evidence."""
+
+    __tablename__ = "tb_sealed_entries"
+
+    entry_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    seal_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_seals.id"), index=True)
+    entry_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
 metadata = Base.metadata
 # Core handles for the hot paths.
 accounts = cast(Table, Account.__table__)
 entries = cast(Table, Entry.__table__)
 postings = cast(Table, Posting.__table__)
 holds = cast(Table, Hold.__table__)
+seals = cast(Table, Seal.__table__)
+sealed_entries = cast(Table, SealedEntry.__table__)
