@@ -157,10 +157,12 @@ def test_a_forged_entry_is_found(sealed: Sealed) -> None:
         _, legs = two_legged(conn)
         (debit, _), (credit, _) = sorted(legs, key=lambda leg: leg[1])
         old = datetime(2026, 3, 3, 10, tzinfo=UTC)  # inside the sealed history
-        forged = conn.execute(insert(entries).values(
+        inserted = conn.execute(insert(entries).values(
             idempotency_key="forged-1", code="deposit", occurred_at=old, recorded_at=old,
             operator="nobody", memo="",
-        )).inserted_primary_key[0]
+        )).inserted_primary_key
+        assert inserted is not None
+        forged = inserted[0]
         for account_id, amount in ((debit, -30), (credit, 30)):
             balance = conn.execute(select(accounts.c.posted_minutes)
                                    .where(accounts.c.id == account_id)).scalar_one()

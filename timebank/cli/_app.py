@@ -144,6 +144,8 @@ def run(argv: list[str]) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - the one place every error is reported
         return report(error)
+    finally:
+        STATE.close()  # the banks the command opened, and their connections
     return STATE.exit_code
 
 
