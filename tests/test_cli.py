@@ -370,11 +370,14 @@ def test_import_and_simulate(ready: tuple[Cli, str], tmp_path: Path) -> None:
     rejected = cli("import", "bad.csv", "-p", "nj", "-o", "desk1", "--json", code=EXIT_REFUSED)
     assert json.loads(rejected.stdout)["rejected"][0]["line"] == 2
     sim = Cli(tmp_path, environment(f"sqlite:///{tmp_path / 'sim.db'}"))
-    result = sim("simulate", "--members", "30", "--days", "3", "--json")
+    # Never into TIMEBANK_DATABASE_URL (a real bank's): --db is required.
+    assert "Missing option '--db'" in sim("simulate", code=EXIT_USAGE).stderr
+    result = sim("simulate", "--db", "sim.db", "--members", "30", "--days", "3", "--json")
     summary = json.loads(result.stdout)
     assert (summary["members"], summary["days"], summary["invariants"]["ok"]) == (30, 3, True)
     assert "3/3 days" in result.stderr  # the progress bar, on stderr
-    not_empty = sim("simulate", "--members", "30", "--days", "3", code=EXIT_INVALID)
+    not_empty = sim("simulate", "--db", "sim.db", "--members", "30", "--days", "3",
+                    code=EXIT_INVALID)
     assert "DatabaseNotEmptyError" in not_empty.stderr
 
 
@@ -497,3 +500,62 @@ def test_long_imports_and_exports_draw_a_bar_on_a_terminal(ready: tuple[Cli, str
     # Not on a terminal: no bar, only the note.
     quiet = cli("export", "postings", "-O", "again.csv")
     assert quiet.stderr == "6 postings rows exported\n"
+
+
+def test_user_text_prints_as_typed_never_as_markup(ready: tuple[Cli, str]) -> None:
+    cli, _ = ready
+    shown = cli("freeze", "2", "-o", "admin", "--reason", "see [/] ticket [bold]x[/bold] :smile:")
+    assert "see [/] ticket [bold]x[/bold] :smile:" in shown.stdout
+    added = cli("site", "add", "-p", "nj", "-o", "admin", "st7", "--name", "Road [/] 7",
+                "--region", "gulou")
+    assert "Road [/] 7" in added.stdout
+    assert "Road [/] 7" in cli("site", "list", "-p", "nj").stdout
+
+
+def test_values_no_command_can_take_are_refused_with_their_family(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Edge cases of the command's own parsing, run in process (the same code as the
+    console script) to keep the suite quick."""
+    monkeypatch.setenv("TIMEBANK_DATABASE_URL", sqlite_url)
+    assert main(["db", "upgrade"]) == 0
+    (tmp_path / "latin.toml").write_bytes(b"\xff\xfe = 1")
+    (tmp_path / "empty.db").write_bytes(b"")
+    cases = [
+        (EXIT_USAGE, ["balance", str(2**63)], "not in the range"),
+        (EXIT_USAGE, ["balance", "1", "--db", "foo://x"], "not a database URL"),
+        (EXIT_USAGE, ["balance", "1", "--db", "postgresql://u@h:abc/x"], "not a database URL"),
+        (EXIT_DATABASE, ["balance", "1", "--db", "oracle://u@h/x"], "is not installed"),
+        (EXIT_USAGE, ["programme", "create", "x", "--name", "X", "--policy",
+                      str(tmp_path / "latin.toml"), "--root-region", "r",
+                      "--root-region-name", "R", "--administrator", "a",
+                      "--administrator-name", "A"], "is not UTF-8 text"),
+        (EXIT_INVALID, ["statement", "1", "--from", "9999-12-15"], "give --to too"),
+        (EXIT_INVALID, ["db", "upgrade", "--revision", "nope"], "nope"),
+        (EXIT_SCHEMA, ["balance", "1", "--db", str(tmp_path / "empty.db")], "no database at"),
+        (EXIT_INVALID, ["simulate", "--db", str(tmp_path / "w.db"), "--workers", "2"],
+         "needs PostgreSQL or MariaDB"),
+    ]
+    for code, args, message in cases:
+        assert main(args) == code, args
+        assert message in capsys.readouterr().err, args
+    assert (tmp_path / "empty.db").stat().st_size == 0  # a read never writes a database
+    assert not (tmp_path / "w.db").exists()
+    # With --json a usage error is the same one-line JSON object as any other error.
+    assert main(["statement", "1", "--from", "2026-13-01", "--json"]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = json.loads(captured.err)["error"]
+    assert (error["family"], error["exit_code"]) == ("usage", EXIT_USAGE)
+    assert "is not a day" in error["message"]
+
+
+def test_a_failed_export_leaves_the_earlier_file(ready: tuple[Cli, str]) -> None:
+    cli, _ = ready
+    cli("export", "members", "-O", "members.csv")
+    before = (cli.cwd / "members.csv").read_text()
+    assert before.count("\n") == 4  # the header and three members
+    cli("export", "members", "-p", "nope", "-O", "members.csv", code=EXIT_NOT_FOUND)
+    assert (cli.cwd / "members.csv").read_text() == before
+    assert sorted(p.name for p in cli.cwd.iterdir() if "partial" in p.name) == []

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, inspect, text
 import timebank
 from tests.bankworld import POLICY, PROGRAMME, build
 from tests.clocks import Clock
+from timebank.cli import EXIT_INVALID
 from timebank.cli import main as cli_main
 from timebank.migrate import _config
 from timebank.schema import include_object_for, metadata
@@ -89,8 +90,10 @@ def test_demo_creates_its_file_and_refuses_to_run_twice(
     assert "Clearing between counties" in out
     assert "Guarantee exposure at the end of 2026-03-31" in out
     assert "invariants, checked again after the reports: ok" in out
-    assert cli_main(["demo", "--db", str(db)]) == 1
-    assert "already holds a ledger" in capsys.readouterr().out
+    assert cli_main(["demo", "--db", str(db)]) == EXIT_INVALID
+    refused = capsys.readouterr()
+    assert "DatabaseNotEmptyError" in refused.err
+    assert "Pass --db with a new file to start afresh" in refused.err
 
 
 def test_demo_default_path_is_the_current_folder(tmp_path: Path) -> None:

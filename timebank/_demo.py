@@ -22,16 +22,18 @@ from timebank.simulation import (
 Say = Callable[[str], object]
 
 
-def run_demo(url: str, say: Say, *, seed: int = 7, progress: TextIO | None = None) -> int:
+def run_demo(url: str, say: Say, *, seed: int = 7, progress: TextIO | None = None) -> bool:
     """Simulate ``Scenario.small_province()`` into the empty database at ``url`` and print
-    what it did; 1 when the database is not empty."""
+    what it did; whether every invariant held. A database that is not empty raises
+    DatabaseNotEmptyError, saying how to start afresh."""
     scenario = Scenario.small_province()
     say(f"timebank demo: {scenario.days} days of a small province, simulated into {url}")
     try:
         summary = simulate(url, scenario, seed=seed, progress=progress or sys.stderr)
-    except DatabaseNotEmptyError:
-        say("the database already holds a ledger; pass --db with a new file to start afresh")
-        return 1
+    except DatabaseNotEmptyError as error:
+        raise DatabaseNotEmptyError(
+            f"{error} Pass --db with a new file to start afresh."
+        ) from None
     say(summary.render())
     with TimeBank.open(url, identity_secrets={scenario.programme: SIMULATION_SECRET}) as bank:
         _reports(bank, summary, say)
@@ -40,7 +42,7 @@ def run_demo(url: str, say: Say, *, seed: int = 7, progress: TextIO | None = Non
     say(f"invariants, checked again after the reports: {'ok' if report.ok else 'FAILED'}")
     for problem in report.problems:
         say(f"  {problem}")
-    return 0 if report.ok else 2
+    return report.ok
 
 
 def _reports(bank: TimeBank, summary: SimulationSummary, say: Say) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
+from alembic.util import CommandError
 from sqlalchemy import exc as sa_exc
 
 from timebank import errors
@@ -40,6 +41,11 @@ FAMILIES: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.RefusedError, EXIT_REFUSED, "refused"),
     (errors.InvalidInputError, EXIT_INVALID, "invalid input"),
     (errors.SignatureError, EXIT_INVALID, "invalid input"),
+    # Values no database can take: text that is not Unicode, numbers past any range, an
+    # unknown schema revision.
+    (UnicodeError, EXIT_INVALID, "invalid input"),
+    (OverflowError, EXIT_INVALID, "invalid input"),
+    (CommandError, EXIT_INVALID, "invalid input"),
 )
 
 EXIT_CODES_HELP = f"""\b
@@ -137,7 +143,13 @@ def run(argv: list[str]) -> int:
         click.echo("timebank: aborted", err=True)
         return EXIT_USAGE
     except click.ClickException as usage:
-        usage.show()
+        if "--json" in argv:  # scripts get the same one-line JSON error as for any other
+            document = {"error": {"type": type(usage).__name__, "family": "usage",
+                                  "message": usage.format_message(),
+                                  "exit_code": usage.exit_code}}
+            click.echo(json.dumps(document, ensure_ascii=False), err=True)
+        else:
+            usage.show()
         return usage.exit_code
     except KeyboardInterrupt:
         click.echo("timebank: interrupted", err=True)

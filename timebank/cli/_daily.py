@@ -16,6 +16,7 @@ from timebank.cli._app import common
 from timebank.cli._output import emit, idempotency_key
 from timebank.cli._params import (
     DAY,
+    ID,
     MOMENT,
     key_option,
     local,
@@ -47,8 +48,8 @@ def _at(bank: TimeBank, programme: str, moment: datetime) -> datetime:
 @programme_option
 @operator_option
 @key_option
-@click.option("--volunteer", "volunteer_id", type=int, required=True, help="Member id.")
-@click.option("--recipient", "recipient_ids", type=int, multiple=True, required=True,
+@click.option("--volunteer", "volunteer_id", type=ID, required=True, help="Member id.")
+@click.option("--recipient", "recipient_ids", type=ID, multiple=True, required=True,
               help="Member id of a person served (repeat for several).")
 @click.option("--site", required=True, help="The station recording it.")
 @click.option("--type", "service_type", required=True, help="A service type of the policy.")
@@ -80,8 +81,8 @@ def record(
 @root.command()
 @common()
 @operator_option
-@click.argument("service_id", type=int)
-@click.option("--recipient", "recipient_id", type=int,
+@click.argument("service_id", type=ID)
+@click.option("--recipient", "recipient_id", type=ID,
               help="Record this recipient's confirmation (entered by a recorder) instead of "
               "the operator's own.")
 def confirm(operator: str, service_id: int, recipient_id: int | None) -> None:
@@ -99,7 +100,7 @@ def confirm(operator: str, service_id: int, recipient_id: int | None) -> None:
 @root.command()
 @common()
 @operator_option
-@click.argument("service_id", type=int)
+@click.argument("service_id", type=ID)
 @click.option("--reason", required=True)
 def reject(operator: str, service_id: int, reason: str) -> None:
     """Reject pending service SERVICE_ID (the same reason again changes nothing).
@@ -115,7 +116,7 @@ def reject(operator: str, service_id: int, reason: str) -> None:
 @root.command()
 @common()
 @operator_option
-@click.argument("service_id", type=int)
+@click.argument("service_id", type=ID)
 @click.option("--reason", required=True)
 def reverse(operator: str, service_id: int, reason: str) -> None:
     """Reverse confirmed service SERVICE_ID's deposit (administrators; refused when its
@@ -154,8 +155,8 @@ def confirm_due(programme: str, operator: str, as_of: datetime | None) -> None:
 @programme_option
 @operator_option
 @key_option
-@click.option("--member", "member_id", type=int, required=True, help="Whose minutes.")
-@click.option("--recipient", "recipient_id", type=int,
+@click.option("--member", "member_id", type=ID, required=True, help="Whose minutes.")
+@click.option("--recipient", "recipient_id", type=ID,
               help="Who receives the care [default: the member].")
 @click.option("--site", required=True, help="Where the care is given.")
 @click.option("--type", "service_type", required=True)
@@ -187,10 +188,10 @@ def book(
 @root.command()
 @common()
 @operator_option
-@click.argument("booking_id", type=int)
+@click.argument("booking_id", type=ID)
 @click.option("--minutes", type=int, help="Minutes given [default: all held].")
 @click.option("--at", "occurred_at", type=MOMENT,
-              help="When the care was given, with its UTC offset [default: now].")
+              help="When the care was given [default: now].")
 def complete(operator: str, booking_id: int, minutes: int | None,
              occurred_at: datetime | None) -> None:
     """The booked care was given: redeem its minutes and release the rest.
@@ -210,7 +211,7 @@ def complete(operator: str, booking_id: int, minutes: int | None,
 @root.command()
 @common()
 @operator_option
-@click.argument("booking_id", type=int)
+@click.argument("booking_id", type=ID)
 @click.option("--reason", required=True)
 def cancel(operator: str, booking_id: int, reason: str) -> None:
     """Cancel booking BOOKING_ID and release its minutes.
@@ -228,8 +229,8 @@ def cancel(operator: str, booking_id: int, reason: str) -> None:
 @programme_option
 @operator_option
 @key_option
-@click.option("--member", "member_id", type=int, required=True, help="Whose minutes.")
-@click.option("--recipient", "recipient_id", type=int,
+@click.option("--member", "member_id", type=ID, required=True, help="Whose minutes.")
+@click.option("--recipient", "recipient_id", type=ID,
               help="Who received the care (the member's spouse, where the policy allows) "
               "[default: the member].")
 @click.option("--site", required=True, help="Where the care was given.")
@@ -263,8 +264,8 @@ def redeem(
 @programme_option
 @operator_option
 @key_option
-@click.option("--from", "giver_id", type=int, required=True, help="The giving member.")
-@click.option("--to", "receiver_id", type=int, required=True, help="The receiving relative.")
+@click.option("--from", "giver_id", type=ID, required=True, help="The giving member.")
+@click.option("--to", "receiver_id", type=ID, required=True, help="The receiving relative.")
 @click.option("--minutes", type=int, required=True)
 def gift(
     *, programme: str, operator: str, key: str | None, giver_id: int, receiver_id: int,
@@ -287,7 +288,7 @@ def gift(
 @programme_option
 @operator_option
 @key_option
-@click.option("--member", "member_id", type=int, required=True)
+@click.option("--member", "member_id", type=ID, required=True)
 @click.option("--minutes", type=int, required=True)
 @click.option("--region", "region_code", help="Whose pool [default: the member's home region].")
 def donate(
@@ -312,7 +313,7 @@ def donate(
 @operator_option
 @key_option
 @click.option("--region", "region_code", required=True, help="The pool's region.")
-@click.option("--member", "member_id", type=int, required=True, help="The elder granted to.")
+@click.option("--member", "member_id", type=ID, required=True, help="The elder granted to.")
 @click.option("--minutes", type=int, required=True)
 def grant(
     *, programme: str, operator: str, key: str | None, region_code: str, member_id: int,
@@ -354,7 +355,7 @@ def expire(programme: str, operator: str, as_of: datetime | None) -> None:
 @root.command()
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.option("--reason", required=True)
 def freeze(operator: str, member_id: int, reason: str) -> None:
     """Freeze member MEMBER_ID: nothing moves in or out until unfrozen (administrators).
@@ -370,7 +371,7 @@ def freeze(operator: str, member_id: int, reason: str) -> None:
 @root.command()
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.option("--reason", required=True)
 def unfreeze(operator: str, member_id: int, reason: str) -> None:
     """Make frozen member MEMBER_ID active again (administrators)."""

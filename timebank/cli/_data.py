@@ -4,12 +4,14 @@ simulate)."""
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO, cast, get_args
 
 import click
 
+from timebank import errors
 from timebank._demo import run_demo
 from timebank.bank._io import EXPORT_COLUMNS, ExportFormat, ExportTable
 from timebank.cli import EXIT_DATABASE, EXIT_INTERNAL, EXIT_REFUSED
@@ -45,19 +47,30 @@ def export(table: str, programme: str | None, fmt: ExportFormat, output: str) ->
       timebank export postings -p nj --format jsonl -O postings.jsonl
     """
     bank = STATE.bank()
-    with ExitStack() as stack:
-        out = sys.stdout if output == "-" else stack.enter_context(_open_output(output))
-        if output != "-":  # a bar on the terminal would mix with the rows on stdout
-            out = stack.enter_context(writing(out, f"exporting {table}"))
-        rows = bank.export(cast(ExportTable, table), out, format=fmt, programme=programme)
+    if output == "-":
+        rows = bank.export(cast(ExportTable, table), sys.stdout, format=fmt, programme=programme)
+    else:  # a bar on the terminal would mix with rows on stdout: only with -O
+        with _replacing(Path(output)) as out, writing(out, f"exporting {table}") as tracked:
+            rows = bank.export(cast(ExportTable, table), tracked, format=fmt,
+                               programme=programme)
     note(f"{rows:,} {table} rows exported")
 
 
-def _open_output(path: str) -> TextIO:
+@contextmanager
+def _replacing(path: Path) -> Iterator[TextIO]:
+    """A new file written beside ``path`` and renamed over it only once complete: a failed
+    export leaves an earlier file as it was."""
+    partial = path.with_name(f".{path.name}.partial")
     try:
-        return Path(path).open("w", encoding="utf-8", newline="")
+        out = partial.open("w", encoding="utf-8", newline="")
     except OSError as error:
         raise click.BadParameter(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with out:
+            yield out
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @root.command("import")
@@ -112,7 +125,9 @@ def demo(db: str, seed: int) -> None:
     Example:
       timebank demo --db demo.db
     """
-    STATE.exit_code = run_demo(as_url(db), click.echo, seed=seed, progress=sys.stderr)
+    if not run_demo(as_url(db), click.echo, seed=seed, progress=sys.stderr):
+        note("timebank: internal: the demo's invariant checks failed (see above)")
+        STATE.exit_code = EXIT_INTERNAL
 
 
 @root.command()
@@ -135,7 +150,10 @@ def verify(programme: str) -> None:
 
 
 @root.command()
-@common()
+@common(db=False)
+@click.option("--db", required=True,
+              help="A new SQLite file, or the URL of an empty database (never taken from "
+              "TIMEBANK_DATABASE_URL: a simulation must not land in a real bank).")
 @click.option("--preset", type=click.Choice(["small-province", "province"]),
               default="small-province", show_default=True,
               help="small-province: 8 stations, 300 members; province: 220 stations.")
@@ -144,7 +162,8 @@ def verify(programme: str) -> None:
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Stations working at once (PostgreSQL or MariaDB; 1 is deterministic).")
-def simulate(preset: str, members: int | None, days: int | None, seed: int,
+def simulate(
+    *, db: str, preset: str, members: int | None, days: int | None, seed: int,
              workers: int) -> None:
     """Simulate a province's time bank into an empty database (--db), with a progress bar,
     then check the invariants. The same seed and options write the same ledger.
@@ -157,6 +176,12 @@ def simulate(preset: str, members: int | None, days: int | None, seed: int,
     changes = {k: v for k, v in (("members", members), ("days", days)) if v is not None}
     scenario = scenario.model_copy(update=changes)
     Scenario.model_validate(scenario.model_dump())  # the bounds of the changed fields
+    STATE.db = db
+    if workers > 1 and STATE.parsed().get_backend_name() == "sqlite":
+        raise errors.InvalidInputError(  # before the file is created
+            "--workers above 1 needs PostgreSQL or MariaDB (SQLite writes one at a time)"
+        )
+    STATE.engine().dispose()  # a URL this installation cannot use fails here, creating nothing
     summary = run(STATE.url, scenario, seed=seed, progress=sys.stderr, workers=workers)
     emit(summary, text=summary.render())
     if not summary.ok:

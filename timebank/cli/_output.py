@@ -13,6 +13,7 @@ import click
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from timebank.cli._state import STATE
 
@@ -46,7 +47,9 @@ def emit(value: Any, *, title: str | None = None, text: str | None = None) -> No
         return
     out = console()
     if text is not None:
-        out.print(text, markup=False, highlight=False)
+        out.print(text, markup=False, highlight=False, emoji=False)
+    elif isinstance(value, list) and not value:
+        out.print(f"{title or 'result'}: none", markup=False, highlight=False, emoji=False)
     elif isinstance(value, list):
         out.print(rows_table(value, title=title))
     else:
@@ -59,38 +62,41 @@ def note(message: str) -> None:
 
 
 def record_table(record: Mapping[str, Any], *, title: str | None = None) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    # Every text is a rich Text: user data such as "[/]" must print as typed, never as markup.
+    table = Table(title=_plain(title), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in record.items():
-        table.add_row(key, _cell(key, value))
+        table.add_row(Text(key), _cell(key, value))
     return table
 
 
 def rows_table(rows: Sequence[Any], *, title: str | None = None) -> Table:
     records = [jsonable(row) for row in rows]
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_plain(title), title_justify="left")
     columns = list(records[0]) if records and isinstance(records[0], dict) else ["value"]
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for record in records:
         cells = [record.get(c) for c in columns] if isinstance(record, dict) else [record]
         table.add_row(*(_cell(name, cell) for name, cell in zip(columns, cells, strict=True)))
-    if not records:
-        table.caption = "(none)"
     return table
 
 
-def _cell(name: str, value: Any) -> str:
+def _plain(title: str | None) -> Text | None:
+    return None if title is None else Text(title)
+
+
+def _cell(name: str, value: Any) -> Text:
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
+        return Text(json.dumps(value, ensure_ascii=False))
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return Text("yes" if value else "no")
     if isinstance(value, int) and name.endswith("minutes"):
-        return f"{value:,}"  # amounts get thousands separators; ids and counts do not
-    return str(value)
+        return Text(f"{value:,}")  # amounts get thousands separators; ids and counts do not
+    return Text(str(value))
 
 
 def idempotency_key(given: str | None, command: str) -> str:

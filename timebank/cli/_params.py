@@ -52,6 +52,8 @@ class Day(click.ParamType[date, Any]):
 
 MOMENT = Moment()
 DAY = Day()
+#: A record's id: a positive 64-bit integer (larger ones cannot name anything).
+ID = click.IntRange(1, 2**63 - 1)
 
 
 def local(bank: TimeBank, programme: str, moment: datetime | None) -> datetime | None:
@@ -93,6 +95,8 @@ def read_document(path: str) -> dict[str, Any]:
             text, suffix = Path(path).read_text(encoding="utf-8"), Path(path).suffix.lower()
     except OSError as error:
         raise click.BadParameter(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as error:

@@ -26,15 +26,14 @@ def _drawn() -> bool:
 
 
 class _Lines:
-    """A text source read line by line (as the CSV reader does), reporting the characters
-    read (bytes, for ASCII)."""
+    """A text source read line by line (as the CSV reader does), reporting the bytes read."""
 
     def __init__(self, source: TextIO, advance: Callable[[int], object]) -> None:
         self._source, self._advance = source, advance
 
     def readline(self, size: int | None = -1) -> str:
         line = self._source.readline(-1 if size is None else size)
-        self._advance(len(line))
+        self._advance(len(line.encode("utf-8", "surrogateescape")))
         return line
 
     def __iter__(self) -> Iterator[str]:
@@ -80,7 +79,8 @@ def reading(source: TextIO, label: str) -> Iterator[TextIO]:
     with Progress(*columns, console=Console(file=sys.stderr)) as bar:
         task = bar.add_task(label, total=total)
         yield cast(TextIO, _Lines(source, lambda n: bar.advance(task, n)))
-        bar.update(task, completed=total or 0)
+        if total is not None:
+            bar.update(task, completed=total)  # the end, whatever the encoding
 
 
 @contextmanager

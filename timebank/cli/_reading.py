@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
+from timebank import errors
 from timebank.bank import TimeBank
 from timebank.bank.models import ClearingLevel, RegionLevel
 from timebank.cli._app import common
 from timebank.cli._daily import CLEARING_LEVELS
 from timebank.cli._output import emit
-from timebank.cli._params import DAY, MOMENT, local, programme_option
+from timebank.cli._params import DAY, ID, MOMENT, local, programme_option
 from timebank.cli._root import root
 from timebank.cli._setup import REGION_LEVELS
 from timebank.cli._state import STATE
@@ -25,7 +26,10 @@ def _period(start: date | None, end: date | None) -> tuple[date, date]:
     first = start or today.replace(day=1)
     if end is not None:
         return first, end
-    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    try:
+        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    except OverflowError:
+        raise errors.InvalidInputError("--from: give --to too, for a day this late") from None
     return first, following
 
 
@@ -38,7 +42,7 @@ def period_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @root.command()
 @common()
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 def balance(member_id: int) -> None:
     """A member's balance: minutes held, minutes reserved by bookings, minutes free.
 
@@ -55,7 +59,7 @@ def balance(member_id: int) -> None:
 
 @root.command()
 @common()
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @period_options
 def statement(member_id: int, start: date | None, end: date | None) -> None:
     """A member's statement over [--from, --to): every posting with its running balance,
@@ -72,7 +76,7 @@ def statement(member_id: int, start: date | None, end: date | None) -> None:
 
 @root.command()
 @common()
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.option("--all", "all_lots", is_flag=True, help="Include spent and expired lots.")
 def lots(member_id: int, all_lots: bool) -> None:
     """A member's lots: minutes by where and when they were earned, and when they expire."""
@@ -92,7 +96,7 @@ SHOWN: dict[str, Callable[[TimeBank, int], Any]] = {
 @root.command()
 @common()
 @click.argument("kind", type=click.Choice(list(SHOWN)))
-@click.argument("record_id", type=int)
+@click.argument("record_id", type=ID)
 def show(kind: str, record_id: int) -> None:
     """Show one record: a service, booking, redemption, gift, pool move (donation or grant)
     or settlement.

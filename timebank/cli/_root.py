@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from timebank import __version__, migrate
-from timebank._db import make_engine
 from timebank.cli import EXIT_SCHEMA
 from timebank.cli._app import EXIT_CODES_HELP, SectionedGroup, common
 from timebank.cli._output import emit, note
@@ -16,9 +15,8 @@ SECTIONS = (
     ("Set-up", ["programme", "policy", "region", "site", "operator", "member"]),
     ("Daily work", ["record", "confirm", "reject", "reverse", "confirm-due", "book",
                     "complete", "cancel", "redeem", "gift", "donate", "grant", "expire",
-                    "freeze", "unfreeze"]),
-    ("Reading", ["balance", "statement", "lots", "show", "report", "clearing", "settle",
-                 "exposure"]),
+                    "freeze", "unfreeze", "settle"]),
+    ("Reading", ["balance", "statement", "lots", "show", "report", "clearing", "exposure"]),
     ("Data", ["export", "import", "verify"]),
     ("Simulation", ["demo", "simulate"]),
 )
@@ -74,7 +72,7 @@ def db_upgrade(revision: str) -> None:
     Example:
       timebank db upgrade --db bank.db
     """
-    engine = make_engine(STATE.url)
+    engine = STATE.engine()
     try:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
@@ -95,7 +93,7 @@ def db_current() -> None:
       timebank db current --json
     """
     STATE.require_database()
-    current, head = database_revision(STATE.url)
+    current, head = database_revision(STATE.engine())
     emit({"database": STATE.shown_url(), "revision": current, "head": head,
           "up_to_date": current == head}, title="schema")
 
@@ -110,7 +108,7 @@ def db_check() -> None:
       timebank db check || timebank db upgrade
     """
     STATE.require_database()
-    current, head = database_revision(STATE.url)
+    current, head = database_revision(STATE.engine())
     ok = current == head
     emit({"database": STATE.shown_url(), "revision": current, "head": head, "up_to_date": ok},
          title="schema")

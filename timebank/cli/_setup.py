@@ -24,6 +24,7 @@ from timebank.cli._app import common
 from timebank.cli._output import emit
 from timebank.cli._params import (
     DAY,
+    ID,
     MOMENT,
     local,
     operator_option,
@@ -348,7 +349,7 @@ def member_find(programme: str) -> None:
 
 @member.command("show")
 @common()
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.option("--personal", is_flag=True, help="Also show name, birth date, phone, sex.")
 def member_show(member_id: int, personal: bool) -> None:
     """Show member MEMBER_ID (balance, status, relations)."""
@@ -364,9 +365,9 @@ def member_show(member_id: int, personal: bool) -> None:
 @member.command("relate")
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.argument("kind", type=click.Choice(RELATIONS))
-@click.argument("other_id", type=int)
+@click.argument("other_id", type=ID)
 def member_relate(operator: str, member_id: int, kind: str, other_id: int) -> None:
     """Record that MEMBER_ID is the KIND of OTHER_ID (and the inverse).
 
@@ -383,7 +384,7 @@ def member_relate(operator: str, member_id: int, kind: str, other_id: int) -> No
 @member.command("status")
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.argument("status", type=click.Choice(STATUSES))
 @click.option("--reason", required=True)
 def member_status(operator: str, member_id: int, status: str, reason: str) -> None:
@@ -403,7 +404,7 @@ def member_status(operator: str, member_id: int, status: str, reason: str) -> No
 @member.command("need")
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.option("--in-need/--not-in-need", required=True,
               help="Whether the member is assessed as in need of care.")
 def member_need(operator: str, member_id: int, in_need: bool) -> None:
@@ -415,7 +416,7 @@ def member_need(operator: str, member_id: int, in_need: bool) -> None:
 @member.command("attributes")
 @common()
 @operator_option
-@click.argument("member_id", type=int)
+@click.argument("member_id", type=ID)
 @click.argument("attributes", nargs=-1)
 def member_attributes(operator: str, member_id: int, attributes: tuple[str, ...]) -> None:
     """Replace a member's priority attributes (e.g. living_alone), which grant rules name."""
@@ -426,8 +427,8 @@ def member_attributes(operator: str, member_id: int, attributes: tuple[str, ...]
 @member.command("beneficiary")
 @common()
 @operator_option
-@click.argument("member_id", type=int)
-@click.argument("beneficiary_id", type=int, required=False)
+@click.argument("member_id", type=ID)
+@click.argument("beneficiary_id", type=ID, required=False)
 def member_beneficiary(operator: str, member_id: int, beneficiary_id: int | None) -> None:
     """Designate who receives MEMBER_ID's minutes on their death (none given: withdraw)."""
     view = STATE.bank().set_beneficiary(member_id, beneficiary_id, operator=operator)

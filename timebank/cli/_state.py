@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+import click
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
 
 from timebank import errors, migrate
 from timebank._db import make_engine
@@ -43,15 +46,34 @@ class State:
     def url(self) -> str:
         return as_url(self.db)
 
+    def parsed(self) -> URL:
+        try:
+            return make_url(self.url)
+        except (sa_exc.ArgumentError, ValueError) as error:
+            raise click.BadParameter(f"not a database URL: {error}", param_hint="--db") from None
+
     def shown_url(self) -> str:
         """The URL without its password, for messages."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return self.parsed().render_as_string(hide_password=True)
+
+    def engine(self) -> Engine:
+        """An engine on ``--db`` with the library's settings; a URL naming a dialect or a
+        driver this installation lacks is refused before anything is created."""
+        try:
+            return make_engine(self.url)
+        except ModuleNotFoundError as missing:
+            raise errors.StorageError(
+                f"the database driver {missing.name!r} is not installed: "
+                "pip install 'timebank[postgres]' (PostgreSQL) or 'timebank[mysql]' (MariaDB)"
+            ) from None
+        except (sa_exc.ArgumentError, ValueError) as error:
+            raise click.BadParameter(f"not a database URL: {error}", param_hint="--db") from None
 
     def bank(self, *, programme: str | None = None) -> TimeBank:
         """The time bank at ``--db``, which must exist at this version's schema. With
         ``programme``, the identity secret (from the environment) is keyed to it."""
         self.require_database()
-        engine = make_engine(self.url)
+        engine = self.engine()
         try:
             ledger = Ledger(engine)
         except BaseException:
@@ -65,11 +87,13 @@ class State:
     def require_database(self) -> None:
         """A missing SQLite file is reported, never created by a command that only reads or
         acts: only ``db upgrade`` (and ``demo``/``simulate``) create databases."""
-        parsed = make_url(self.url)
+        parsed = self.parsed()
         if parsed.get_backend_name() != "sqlite":
             return
         path = parsed.database or ""
-        if path in ("", ":memory:") or path.startswith("file:") or Path(path).exists():
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return
+        if Path(path).is_file() and Path(path).stat().st_size > 0:
             return
         raise errors.SchemaError(
             f"no database at {path}. Fix: create it with `timebank db upgrade --db {path}`"
@@ -102,9 +126,8 @@ def identity_secret() -> bytes:
     return secret
 
 
-def database_revision(url: str) -> tuple[str | None, str]:
-    """(the database's schema revision, the one this version needs)."""
-    engine = make_engine(url)
+def database_revision(engine: Engine) -> tuple[str | None, str]:
+    """(the database's schema revision, the one this version needs); disposes ``engine``."""
     try:
         return migrate.current_revision(engine), migrate.head_revision()
     finally:
