@@ -420,7 +420,7 @@ def test_help_everywhere(path: tuple[str, ...], capsys: pytest.CaptureFixture[st
     for name in path:
         command = command.commands[name]
     if not isinstance(command, click.Group) and path not in {("migrate",)}:
-        assert "--json" in out or path in {("export",), ("demo",)}
+        assert "--json" in out or path in {("export",), ("demo",), ("digest",)}
         has_example = "Example" in out
         shows_only = path[-1] in {"show", "list", "need", "attributes", "beneficiary",
                                   "unfreeze", "lots", "inactive", "demographics", "exposure"}
@@ -431,7 +431,8 @@ def test_root_help_groups_commands_and_lists_exit_codes(capsys: pytest.CaptureFi
                                                          ) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for heading in ("Database:", "Set-up:", "Daily work:", "Reading:", "Data:", "Simulation:"):
+    for heading in ("Database:", "Set-up:", "Daily work:", "Reading:", "Data:", "Audit:",
+                    "Simulation:"):
         assert heading in out
     for code in range(10):
         assert f"\n    {code}  " in out
@@ -457,13 +458,20 @@ def test_db_check_names_the_fix_when_behind(sqlite_url: str,
     assert "is at schema revision 0007" in capsys.readouterr().err
 
 
-def test_verify_finds_a_ledger_edited_behind_its_back(ready: tuple[Cli, str]) -> None:
+def test_seal_digest_and_audit_find_a_ledger_edited_behind_its_back(
+    ready: tuple[Cli, str],
+) -> None:
     cli, db_url = ready
     cli("record", "-p", "nj", "-o", "desk1", "-k", "svc-1", "--volunteer", "1", "--recipient",
         "2", "--site", "st1", "--type", "chat", "--start", moment(3), "--end", moment(2))
     cli("confirm", "1", "-o", "desk1")
-    report = cli.json("verify", "-p", "nj")
-    assert (report["ok"], report["entries"], report["trial_balance_total"]) == (True, 1, 0)
+    assert cli("digest", code=EXIT_NOT_FOUND).stderr.startswith("timebank: not found:")
+    [block] = cli.json("seal")
+    assert (block["block"], block["entries"]) == (1, 1)
+    assert cli.json("seal") == []
+    cli("digest", "-O", "kept.json")
+    report = cli.json("audit", "--digest", "kept.json")
+    assert (report["ok"], report["blocks"], report["entries_sealed"]) == (True, 1, 1)
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:  # a balance "corrected" by hand
@@ -471,9 +479,10 @@ def test_verify_finds_a_ledger_edited_behind_its_back(ready: tuple[Cli, str]) ->
                               "WHERE type = 'member'"))
     finally:
         engine.dispose()
-    broken = cli("verify", "-p", "nj", code=EXIT_DATABASE)
-    assert "invariants: " in broken.stdout
-    assert "the ledger's invariants do not hold" in broken.stderr
+    broken = cli("audit", "--digest", "kept.json", code=EXIT_DATABASE)
+    assert "audit: " in broken.stdout
+    assert "nj:member:" in broken.stdout  # the account that disagrees, named
+    assert "the audit found" in broken.stderr
 
 
 def test_long_imports_and_exports_draw_a_bar_on_a_terminal(ready: tuple[Cli, str],

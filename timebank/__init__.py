@@ -69,6 +69,9 @@ from timebank.models import (
     TrialBalanceLine,
 )
 
+# Tamper evidence over both layers: the sealed hash chain and the audit.
+from timebank.sealing import AuditReport, Digest, Problem, SealView, audit, digest, seal
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "AccountView",
     "AlreadyReversedError",
     "AlreadySettledError",
+    "AuditReport",
     "BalanceAsOf",
     "BalanceView",
     "BankObjectNotFoundError",
@@ -90,6 +94,7 @@ __all__ = [
     "CapExceededError",
     "ConcurrencyError",
     "ConflictError",
+    "Digest",
     "EntryCommand",
     "EntryNotFoundError",
     "EntryView",
@@ -115,8 +120,10 @@ __all__ = [
     "PostingCountError",
     "PostingSpec",
     "PostingView",
+    "Problem",
     "RefusedError",
     "SchemaError",
+    "SealView",
     "ServiceStateError",
     "ServiceType",
     "SignatureError",
@@ -131,9 +138,12 @@ __all__ = [
     "UnbalancedEntryError",
     "VoucherReplayError",
     "__version__",
+    "audit",
     "configure_sqlite",
     "current_revision",
+    "digest",
     "head_revision",
     "make_engine",
+    "seal",
     "upgrade",
 ]

@@ -292,7 +292,7 @@ HASH_LENGTH = 64
 
 
 class Seal(Base):
-    """One block of the journal's hash chain (:mod:`timebank.audit`): block ``id`` covers the
+    """One block of the journal's hash chain (:mod:`timebank.sealing`): block ``id`` covers the
     entries listed for it in ``tb_sealed_entries``, and its hash covers the previous block's
     hash and, in entry order, each entry's hash under encoding ``encoding``."""
 

@@ -39,7 +39,9 @@ SHORT_HELP = {
     "import": "Import a programme's history from CSV.",
     "demo": "Simulate a small province's month and report.",
     "simulate": "Simulate a province into an empty database.",
-    "verify": "Check the ledger's invariants.",
+    "seal": "Seal new entries into the hash chain.",
+    "digest": "The latest seal's digest, to keep elsewhere.",
+    "audit": "Check the chain, balances, lots and zero sum.",
 }
 
 for _name, _help in SHORT_HELP.items():

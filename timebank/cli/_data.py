@@ -1,5 +1,5 @@
-"""Data in and out (export, import), the invariant check (verify), and simulations (demo,
-simulate)."""
+"""Data in and out (export, import), the sealed chain (seal, digest, audit), and
+simulations (demo, simulate)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from timebank.bank._io import EXPORT_COLUMNS, ExportFormat, ExportTable
 from timebank.cli import EXIT_DATABASE, EXIT_INTERNAL, EXIT_REFUSED
 from timebank.cli._app import common
 from timebank.cli._output import emit, note
-from timebank.cli._params import programme_option
 from timebank.cli._progress import reading, writing
 from timebank.cli._root import root
 from timebank.cli._state import STATE, as_url
-from timebank.simulation import Scenario, check_invariants
+from timebank.sealing import ENTRIES_PER_BLOCK, Digest, audit, digest, seal
+from timebank.simulation import Scenario
 from timebank.simulation import simulate as run
 
 #: Where ``timebank demo`` writes when --db is not given (never TIMEBANK_DATABASE_URL: a
@@ -130,22 +130,63 @@ def demo(db: str, seed: int) -> None:
         STATE.exit_code = EXIT_INTERNAL
 
 
-@root.command()
+@root.command("seal")
 @common()
-@programme_option
-def verify(programme: str) -> None:
-    """Check the ledger's invariants on the database: every balance replayed from its
-    postings and holds, every member's and pool's balance equal to their open lots, the
-    trial balance zero, no account holding more than it has. Exits 8 when one fails.
+@click.option("--entries-per-block", type=click.IntRange(1, ENTRIES_PER_BLOCK),
+              default=ENTRIES_PER_BLOCK, show_default=True)
+def seal_command(entries_per_block: int) -> None:
+    """Seal every entry not yet sealed into the hash chain (run it daily, or after each
+    batch; cheap, and posting never waits for it).
 
     \b
     Example:
-      timebank verify -p nj --json
+      timebank seal && timebank digest -O digest-$(date +%F).json
     """
-    report = check_invariants(STATE.bank(), programme)
+    blocks = seal(STATE.bank().ledger, entries_per_block=entries_per_block)
+    emit(blocks, title="blocks sealed")
+
+
+@root.command("digest")
+@common(json_output=False)
+@click.option("--output", "-O", default="-", show_default=True,
+              help="A file to write, or - for stdout.")
+def digest_command(output: str) -> None:
+    """Print the latest seal's digest (JSON, no personal data) for a third party to keep:
+    `timebank audit --digest FILE` then detects any rewrite of what it covers.
+
+    \b
+    Example:
+      timebank digest -O /mnt/region-archive/nj-2026-11-29.json
+    """
+    kept = digest(STATE.bank().ledger)
+    if kept is None:
+        raise errors.BankObjectNotFoundError("seal", "yet: run `timebank seal` first")
+    if output == "-":
+        click.echo(kept.to_json())
+    else:
+        with _replacing(Path(output)) as out:
+            out.write(kept.to_json() + "\n")
+        note(f"digest of block {kept.block} written to {output}")
+
+
+@root.command("audit")
+@common()
+@click.option("--digest", "digest_file", type=click.File("r", encoding="utf-8"),
+              help="A digest kept elsewhere (from `timebank digest`) to check against.")
+def audit_command(digest_file: TextIO | None) -> None:
+    """Check everything: the sealed chain (and a kept digest), every balance replayed from
+    its postings and holds, every lot, every member's and pool's balance against their open
+    lots, the zero sum. Names what disagrees; exits 8 when anything does.
+
+    \b
+    Example:
+      timebank audit --digest /mnt/region-archive/nj-2026-11-29.json
+    """
+    kept = None if digest_file is None else Digest.from_json(digest_file.read())
+    report = audit(STATE.bank().ledger, kept=kept)
     emit(report, text=report.render())
     if not report.ok:
-        note("timebank: database: the ledger's invariants do not hold (see above)")
+        note(f"timebank: database: the audit found {report.problem_count} problems (see above)")
         STATE.exit_code = EXIT_DATABASE
 
 

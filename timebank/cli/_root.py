@@ -17,7 +17,8 @@ SECTIONS = (
                     "complete", "cancel", "redeem", "gift", "donate", "grant", "expire",
                     "freeze", "unfreeze", "settle"]),
     ("Reading", ["balance", "statement", "lots", "show", "report", "clearing", "exposure"]),
-    ("Data", ["export", "import", "verify"]),
+    ("Data", ["export", "import"]),
+    ("Audit", ["seal", "digest", "audit"]),
     ("Simulation", ["demo", "simulate"]),
 )
 

@@ -15,7 +15,10 @@ from sqlalchemy import Connection, create_engine, delete, func, insert, select, 
 
 from tests._databases import POSTGRES, SQLITE, backends
 from timebank import errors
-from timebank.audit import (
+from timebank.bank.schema import lots, members
+from timebank.ledger import Ledger
+from timebank.schema import accounts, entries, postings, sealed_entries, seals
+from timebank.sealing import (
     ENTRIES_PER_BLOCK,
     Digest,
     audit,
@@ -24,9 +27,6 @@ from timebank.audit import (
     entry_hashes,
     seal,
 )
-from timebank.bank.schema import lots, members
-from timebank.ledger import Ledger
-from timebank.schema import accounts, entries, postings, sealed_entries, seals
 from timebank.simulation import Scenario, simulate
 
 db_url = backends(SQLITE, POSTGRES)
