@@ -94,8 +94,8 @@ def _immutable(dialect: str) -> None:
 
 
 def downgrade() -> None:
-    # Dropping the tables drops their triggers.
-    op.drop_index(op.f("ix_tb_sealed_entries_seal_id"), table_name="tb_sealed_entries")
+    # Dropping the tables drops their indexes and triggers (MariaDB will not drop an index
+    # that a foreign key needs on its own).
     op.drop_table("tb_sealed_entries")
     op.drop_table("tb_seals")
     if op.get_bind().dialect.name == "postgresql":

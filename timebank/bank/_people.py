@@ -22,10 +22,12 @@ from timebank.bank.schema import (
     member_attributes,
     members,
     personal,
+    programmes,
     relations,
     sites,
 )
 from timebank.models import AccountSpec
+from timebank.schema import accounts
 
 
 def identity_hash(secret: bytes, identity: str) -> str:
@@ -41,6 +43,38 @@ def identity_hash(secret: bytes, identity: str) -> str:
 def member_account_code(programme_code: str, hashed: str) -> str:
     # Keyed hash, so the code reveals nothing; 20 hex digits (80 bits) keep codes short.
     return f"{programme_code}:member:{hashed[:20]}"
+
+
+#: The display name left once a member's personal data is erased.
+ERASED_NAME = "(erased)"
+
+
+def erase(act: Act, member_id: int, reason: str, operator: str) -> None:
+    """Erase the member's name, phone and identity hash (administrators of a region at or
+    above their home). Their account code, which embedded part of the hash, becomes
+    ``<programme>:member:erased-<id>``. The ledger, the lots and the seals are untouched:
+    sealed entries name members by id only. Erasing again changes nothing."""
+    member = for_administrator(act, member_id, operator)
+    row = act.conn.execute(select(personal).where(personal.c.member_id == member_id)).one()
+    if row.erased_at is not None:
+        return
+    programme_code = act.conn.execute(
+        select(programmes.c.code).where(programmes.c.id == member.programme_id)
+    ).scalar_one()
+    act.conn.execute(
+        update(accounts)
+        .where(accounts.c.id == member.account_id)
+        .values(code=f"{programme_code}:member:erased-{member_id}")
+    )
+    act.conn.execute(
+        update(members).where(members.c.id == member_id).values(identity_hash=f"erased:{member_id}")
+    )
+    act.conn.execute(
+        update(personal)
+        .where(personal.c.member_id == member_id)
+        .values(display_name=ERASED_NAME, phone=None, erased_at=act.now, erased_by=operator,
+                erased_reason=reason)
+    )
 
 
 def member_row(conn: Connection, member_id: int, *, lock: bool = False) -> Row[Any]:

@@ -391,6 +391,19 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         self._act(lambda act: _services.reverse(act, service_id, reason, operator))
         return self.service(service_id)
 
+    def erase_personal_data(self, member_id: int, *, reason: str, operator: str) -> MemberView:
+        """Erase the member's name, phone and identity hash on their request, as
+        data-protection law requires (administrators of a region at or above the member's
+        home). The ledger, lots, seals and audit stay intact: sealed entries name members by
+        id only. The birth date stays (the programme's age rules need it) and so does the
+        declared sex (anonymous statistics). The identity can no longer find the member, and
+        registering it again makes a new member. Erasing again changes nothing."""
+        require(
+            storable(reason) and 0 < len(reason) <= MEMO_LENGTH_MAX, "reason: 1 to 500 characters"
+        )
+        self._act(lambda act: _people.erase(act, member_id, reason, operator))
+        return self.member(member_id)
+
     def set_assessed_need(self, member_id: int, *, in_need: bool, operator: str) -> MemberView:
         """Record whether a member is assessed as in need of care (administrators)."""
         require(type(in_need) is bool, "in_need is True or False")
@@ -886,6 +899,7 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
                 birth_date=row.birth_date,
                 phone=row.phone,
                 sex=row.sex,
+                erased_at=row.erased_at,
             )
 
         return self._read(read)

@@ -234,6 +234,8 @@ class PersonalData(_View):
     birth_date: date
     phone: str | None
     sex: Sex | None
+    #: When the name, phone and identity hash were erased on request (None: never).
+    erased_at: datetime | None = None
 
 
 class OperatorView(_View):

@@ -168,6 +168,10 @@ class MemberPersonal(Base):
     phone: Mapped[str | None] = mapped_column(String(PHONE_LENGTH_MAX))
     #: As the member declared it, for the programme's statistics; None: not given.
     sex: Mapped[str | None] = mapped_column(String(8))
+    #: When, by whom and why the name, phone and identity hash were erased (on request).
+    erased_at: Mapped[datetime | None]
+    erased_by: Mapped[str | None] = mapped_column(String(OPERATOR_LENGTH_MAX))
+    erased_reason: Mapped[str | None] = mapped_column(String(MEMO_LENGTH_MAX))
 
     __table_args__ = (CheckConstraint("sex IS NULL OR " + _in("sex", SEXES), name="sex"),)
 

@@ -401,6 +401,23 @@ def member_status(operator: str, member_id: int, status: str, reason: str) -> No
     emit(view, title=f"member {member_id}")
 
 
+@member.command("erase")
+@common()
+@operator_option
+@click.argument("member_id", type=ID)
+@click.option("--reason", required=True, help="The request, e.g. its reference number.")
+def member_erase(operator: str, member_id: int, reason: str) -> None:
+    """Erase MEMBER_ID's name, phone and identity hash on their request (administrators).
+    Balances, lots, entries and the sealed chain stay as they were.
+
+    \b
+    Example:
+      timebank member erase 12 -o admin --reason "request 2026-113"
+    """
+    view = STATE.bank().erase_personal_data(member_id, reason=reason, operator=operator)
+    emit(view, title=f"member {member_id}")
+
+
 @member.command("need")
 @common()
 @operator_option
