@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from timebank.bank.api import TimeBank
+from timebank.bank.limits import SERVICES_PER_SWEEP_MAX
 from timebank.simulation._world import ADMIN, Member, Station, Tally, World
 
 #: Kinds of deliberately bad commands; each must be refused with a typed error.
@@ -386,10 +387,15 @@ def evening(
     """20:00: the sweep confirms services due, pools grant to elders; every few days at
     21:00 (the caller moves the clock) the expiry sweeps run."""
     tally, code = Tally(), world.code
-    confirmed = tally.attempt(
-        "confirm_due", partial(bank.confirm_due, code, as_of=now(), operator=ADMIN)
-    )
-    tally.counts["services_auto_confirmed"] += confirmed or 0
+    # confirm_due confirms at most SERVICES_PER_SWEEP_MAX a call: a province's scheduler
+    # calls it again until a call confirms fewer.
+    while True:
+        confirmed = tally.attempt(
+            "confirm_due", partial(bank.confirm_due, code, as_of=now(), operator=ADMIN)
+        )
+        tally.counts["services_auto_confirmed"] += confirmed or 0
+        if (confirmed or 0) < SERVICES_PER_SWEEP_MAX:
+            break
     for township in world.townships:
         if rng.random() >= world.scenario.rates.grants_per_pool:
             continue
