@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from timebank import _admin, _entries, _holds, _reads, errors, migrate
 from timebank._accounts import EXTRA_LOCKS, LockMore
+from timebank._checked import checked
 from timebank._db import WRITE_OPTION, HeldConnections, KeyRace, is_retryable, make_engine
 from timebank._entries import Clock, Draft
 from timebank._minutes import as_limit, as_minutes
@@ -353,6 +354,7 @@ class _Operations:
         return self._read(_reads.verify, snapshot=True)
 
 
+@checked
 class Ledger(_Operations):
     """A ledger on an SQLAlchemy engine. Each method is one database transaction.
 
@@ -455,6 +457,7 @@ class Ledger(_Operations):
             raise _translate(exc) from exc
 
 
+@checked
 class LedgerTransaction(_Operations):
     """Ledger operations on a connection whose transaction the caller owns."""
 

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
 from timebank import errors
+from timebank._checked import checked
 from timebank._db import is_retryable
 from timebank._minutes import as_minutes
 from timebank.bank import (
@@ -93,6 +94,7 @@ T = TypeVar("T")
 BOOKING_GRACE = timedelta(days=1)
 
 
+@checked
 class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
     """Programmes, members, operators and services on a :class:`~timebank.Ledger`.
 
