@@ -35,6 +35,7 @@ from timebank.simulation import Scenario, simulate
 
 LOCK = threading.Lock()
 LATENCIES: list[float] = []
+SLOWEST: Counter[str] = Counter()  # operation -> its slowest time (ms)
 RETRIES: Counter[str] = Counter()
 PHASE: dict[str, float] = {}
 REASONS = {"40001": "serialization failure", "40P01": "deadlock",
@@ -52,8 +53,11 @@ def instrument() -> None:
             return original_act(self, fn)
         finally:
             elapsed = time.perf_counter() - started
+            # The act's lambda is defined in the public method: its name says which.
+            operation = fn.__qualname__.split(".<locals>")[0].removeprefix("TimeBank.")
             with LOCK:
                 LATENCIES.append(elapsed)
+                SLOWEST[operation] = max(SLOWEST[operation], round(elapsed * 1000))
 
     def counted_retryable(error: sa_exc.DBAPIError) -> bool:
         retry = is_retryable(error)
@@ -79,6 +83,7 @@ def instrument() -> None:
         with LOCK:  # the load is the days' work: the programme's set-up is not timed
             LATENCIES.clear()
             RETRIES.clear()
+            SLOWEST.clear()
             PHASE["days_started"] = time.perf_counter()
         return world
 
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
           f"/s), {entries:,} entries ({entries / seconds:,.0f}/s)")
     print(f"transactions of the days: {len(ms):,}; latency p50 {statistics.median(ms):.1f} ms, "
           f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
+    print(f"slowest by operation (ms): {dict(SLOWEST.most_common(6))}")
     print(f"retries: {dict(RETRIES) or 'none'}; deadlocks: {RETRIES.get('deadlock', 0)}")
     print(f"refusals: {summary.refusals}")
     print(f"sealed while loading: {PHASE.get('seal_blocks', 0):.0f} blocks in "
