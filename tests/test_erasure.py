@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 
@@ -47,6 +48,7 @@ def test_erasure_leaves_the_ledger_and_removes_every_trace(bank: TimeBank, db_ur
     identity = f"SIM-{PROGRAMME}-{number:08d}"
     assert bank.find_member(PROGRAMME, identity=identity).id == member_id
     name = bank.personal_data(member_id).display_name
+    born = bank.personal_data(member_id).birth_date
     hashed = identity_hash(SIMULATION_SECRET, identity)
     before = bank.member(member_id)
     statement_before = bank.member_statement(member_id, start=SCENARIO.start,
@@ -59,7 +61,7 @@ def test_erasure_leaves_the_ledger_and_removes_every_trace(bank: TimeBank, db_ur
     personal = bank.personal_data(member_id)
     assert (personal.display_name, personal.phone) == (ERASED_NAME, None)
     assert personal.erased_at is not None
-    assert personal.birth_date == bank.personal_data(member_id).birth_date  # kept: age rules
+    assert personal.birth_date == born  # kept: the age rules need it
     with pytest.raises(errors.BankObjectNotFoundError):
         bank.find_member(PROGRAMME, identity=identity)
     statement = bank.member_statement(member_id, start=SCENARIO.start,
@@ -80,10 +82,28 @@ def test_erasure_leaves_the_ledger_and_removes_every_trace(bank: TimeBank, db_ur
         bank.export(table, exported)
     assert name not in exported.getvalue()
     assert hashed[:20] not in exported.getvalue()
-    # Erasing again changes nothing; the same person may register again, as a new member.
+    # Erasing again changes nothing.
     snapshot = dump(db_url)
     assert bank.erase_personal_data(member_id, reason="again", operator=ADMIN) == erased
     assert dump(db_url) == snapshot
+    # The same person may register again: a new member, whose account code has nothing in
+    # common with the erased one's old code (it is not derived from the identity alone).
+    again = bank.register_member(PROGRAMME, identity=identity, display_name=name,
+                                 birth_date=born, home_site=before.home_site,
+                                 operator=before.home_site + "-desk")
+    assert again.id != member_id
+    assert again.account != before.account
+
+
+def test_a_phone_number_is_erased_too(bank: TimeBank, db_url: str) -> None:
+    station = bank.member(busiest(bank)).home_site
+    member = bank.register_member(PROGRAMME, identity="ID-PHONE-1", display_name="Qian Yue",
+                                  birth_date=date(1950, 5, 5), home_site=station,
+                                  operator=station + "-desk", phone="+86 138 0013 8000")
+    bank.erase_personal_data(member.id, reason="request 7", operator=ADMIN)
+    everything = json.dumps(dump(db_url), default=str)
+    for trace in ("+86 138 0013 8000", "Qian Yue", member.account):
+        assert trace not in everything, trace
 
 
 def test_erasure_is_refused_to_non_administrators_and_changes_nothing(

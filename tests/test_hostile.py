@@ -532,6 +532,8 @@ def test_every_public_command_is_driven(fixture: Fixture) -> None:
 
 def test_zz_report_the_cases_tried() -> None:
     """Runs last in this module: how many hostile calls were made, over how many commands."""
+    if not TRIED:
+        pytest.skip("run with the rest of this module: no hostile case was tried here")
     total = sum(TRIED.values())
     print(f"\nhostile input: {total} cases over {len(TRIED)} commands")
     assert total >= EXAMPLES * len(TRIED) // 2

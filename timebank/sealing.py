@@ -400,6 +400,9 @@ def _audit(conn: Connection, kept: Digest | None) -> AuditReport:
     ).scalar_one())
     if total != 0:
         found.add("ledger", "trial balance", f"balances sum to {total}, not 0")
+    if sealed + unsealed != replay.entries:
+        found.add("ledger", "journal", f"{replay.entries} entries, but {sealed} sealed and "
+                  f"{unsealed} not: blocks list entries that do not exist")
     if kept is not None:
         _check_kept(conn, found, kept, sealed)
     return AuditReport(
@@ -418,6 +421,9 @@ def _check_chain(conn: Connection, found: _Found) -> tuple[int, int, datetime | 
         number = int(block.id)
         if number != expected:
             found.add("block", expected, f"missing: the chain jumps to block {number}")
+        if block.encoding != ENCODING:
+            found.add("block", number, f"sealed with encoding {block.encoding}; this version "
+                      f"of timebank reads encoding {ENCODING}")
         if block.previous_hash != previous:
             found.add("block", number, "does not follow the block before it (previous hash "
                       "differs): blocks were removed, reordered or rewritten")
@@ -448,14 +454,28 @@ def _check_chain(conn: Connection, found: _Found) -> tuple[int, int, datetime | 
 
 
 def _check_unsealed(conn: Connection, found: _Found, last_sealed_at: datetime | None) -> int:
-    """Entries no block lists. Those recorded well before the latest seal cannot be late
-    commits: they were inserted behind the library's back (or their seal rows deleted)."""
+    """Entries no existing block lists. Those recorded well before the latest seal cannot be
+    late commits: they were inserted behind the library's back (or their seal rows deleted,
+    or pointed at a block that does not exist, which is reported too)."""
+    in_blocks = (
+        select(sealed_entries.c.entry_id)
+        .join(seals, seals.c.id == sealed_entries.c.seal_id)
+        .subquery()
+    )
     unsealed = (
         select(entries.c.id, entries.c.recorded_at)
-        .outerjoin(sealed_entries, sealed_entries.c.entry_id == entries.c.id)
-        .where(sealed_entries.c.entry_id.is_(None))
+        .outerjoin(in_blocks, in_blocks.c.entry_id == entries.c.id)
+        .where(in_blocks.c.entry_id.is_(None))
     )
     count = conn.execute(select(func.count()).select_from(unsealed.subquery())).scalar_one()
+    for entry_id, seal_id in conn.execute(
+        select(sealed_entries.c.entry_id, sealed_entries.c.seal_id)
+        .outerjoin(seals, seals.c.id == sealed_entries.c.seal_id)
+        .where(seals.c.id.is_(None))
+        .order_by(sealed_entries.c.entry_id)
+    ):
+        found.add("entry", entry_id, f"its seal record names block {seal_id}, which does not "
+                  "exist")
     if last_sealed_at is not None:
         cutoff = last_sealed_at.timestamp() - LATE_GRACE_SECONDS
         for entry_id, recorded_at in conn.execute(unsealed.order_by(entries.c.id)):

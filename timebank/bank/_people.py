@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import unicodedata
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
@@ -40,9 +40,12 @@ def identity_hash(secret: bytes, identity: str) -> str:
     return hmac.new(secret, normal.encode(), hashlib.sha256).hexdigest()
 
 
-def member_account_code(programme_code: str, hashed: str) -> str:
-    # Keyed hash, so the code reveals nothing; 20 hex digits (80 bits) keep codes short.
-    return f"{programme_code}:member:{hashed[:20]}"
+def member_account_code(programme_code: str, hashed: str, registered_at: datetime) -> str:
+    """The code of a new member's account: 80 bits of a digest of the (keyed) identity hash
+    and the moment of registration. Not the hash alone: a code derived from it would name the
+    same person again if they registered anew after an erasure, and link old exports to them."""
+    stamp = hashlib.sha256(f"{hashed}|{registered_at.isoformat()}".encode()).hexdigest()
+    return f"{programme_code}:member:{stamp[:20]}"
 
 
 #: The display name left once a member's personal data is erased.
@@ -116,7 +119,7 @@ def register(
         if fields:
             raise errors.ExistsError("member", existing.id, fields)
         return int(existing.id)
-    code = member_account_code(programme_code, hashed)
+    code = member_account_code(programme_code, hashed, act.now)
     act.tx.open_accounts([AccountSpec(code=code, type="member", floor_minutes=0)])
     member_id: int = act.conn.execute(
         insert(members)
