@@ -319,7 +319,7 @@ def test_every_bad_row_is_reported_and_nothing_is_written(world: World) -> None:
         f"g1,{svc},shopping,2026-10-01T09:00:00Z,2026-10-01T10:30:00Z,90",  # 2: good
         f"b1,service,abc,{m['grandma']},xinyuan-sw,shopping,2026-10-02T09:00Z,2026-10-02T10:00Z,",
         f"b2,{svc},shopping,2026-10-02T09:00:00,2026-10-02T10:00:00Z,",  # 4: no offset
-        f"b3,gift,{wang},{li},xinyuan-sw,shopping,2026-10-02T09:00Z,2026-10-02T10:00Z,",
+        f"b3,bonus,{wang},{li},xinyuan-sw,shopping,2026-10-02T09:00Z,2026-10-02T10:00Z,",
         f"b4,service,9999,{m['grandma']},xinyuan-sw,chat,2026-10-02T09:00Z,2026-10-02T10:00Z,",
         f"b5,service,{li},{m['grandma']},nowhere,chat,2026-10-02T09:00Z,2026-10-02T10:00Z,",
         f"b6,{svc},dance,2026-10-03T09:00Z,2026-10-03T10:00Z,",  # 8
@@ -344,7 +344,7 @@ def test_every_bad_row_is_reported_and_nothing_is_written(world: World) -> None:
     expected = {
         3: ("b1", "member: 'abc' is not a member id"),
         4: ("b2", "started_at: '2026-10-02T09:00:00' has no UTC offset"),
-        5: ("b3", "kind 'gift' is not 'service' or 'redemption'"),
+        5: ("b3", "kind 'bonus' is not 'service', 'redemption' or 'gift'"),
         6: ("b4", "no member 9999"),
         7: ("b5", "no site 'nowhere'"),
         8: ("b6", "service type 'dance' is not in the catalogue"),

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.types import JSON, BigInteger, DateTime, Integer, String, TypeEngine
+from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, String, TypeEngine
 
 Processor = Callable[[Any], Any]
 #: COPY's set-up costs round trips; below this many rows one INSERT is quicker.
@@ -195,6 +195,10 @@ def pg_array_type(type_: TypeEngine[Any]) -> str:
         return "bigint[]"
     if isinstance(impl, DateTime):
         return "timestamp[]"
+    if isinstance(impl, Date):
+        return "date[]"
+    if isinstance(impl, Boolean):
+        return "boolean[]"
     if isinstance(impl, String | JSON):
         return "text[]"
     raise TypeError(f"no array type for {type_!r}")

@@ -36,10 +36,14 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         if fields:
             raise errors.IdempotencyConflictError(key, fields)
         return int(replay.id)
+    # A history import dates its gifts; a gift given now is dated now.
+    occurred_at = data.get("occurred_at") or act.now
+    if occurred_at > act.now:
+        raise errors.InvalidInputError("a gift is recorded when it was given")
     receiver = member_row(act.conn, data["receiver_id"])
-    _, policy = policy_at(act.conn, programme.id, act.now)
+    _, policy = policy_at(act.conn, programme.id, occurred_at)
     _check(act.conn, programme.id, giver, receiver, policy)
-    check_yearly_limit(act.conn, giver.id, data["minutes"], policy, act.now)
+    check_yearly_limit(act.conn, giver.id, data["minutes"], policy, occurred_at)
     require_room(act, receiver, data["minutes"], policy)
     entry = act.tx.transfer(
         f"gift:{key}",
@@ -48,7 +52,7 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         amount_minutes=data["minutes"],
         code="gift",
         operator=operator,
-        occurred_at=act.now,
+        occurred_at=occurred_at,
         memo=f"gift from member {giver.id} to member {receiver.id}",
     )
     receiving = _lots.Destination(_lots.MEMBER, receiver.id)
@@ -59,7 +63,7 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
             programme_id=programme.id,
             idempotency_key=key,
             **wanted,
-            occurred_at=act.now,
+            occurred_at=occurred_at,
             given_by=operator,
             entry_id=entry.id,
         )
@@ -105,11 +109,12 @@ def check_yearly_limit(
     limit = policy.gift_yearly_limit_minutes
     if limit is None:
         return
-    zone = ZoneInfo(policy.timezone)
-    year_start = datetime(now.astimezone(zone).year, 1, 1, tzinfo=zone).astimezone(UTC)
+    year_start, year_end = calendar_year(now, policy)
     given = conn.execute(
         select(func.coalesce(func.sum(gifts.c.minutes), 0)).where(
-            gifts.c.giver_id == giver_id, gifts.c.occurred_at >= year_start
+            gifts.c.giver_id == giver_id,
+            gifts.c.occurred_at >= year_start,
+            gifts.c.occurred_at < year_end,
         )
     ).scalar_one()
     sent = conn.execute(
@@ -118,6 +123,7 @@ def check_yearly_limit(
             vouchers.c.direction == "out",
             vouchers.c.status != "refused",
             vouchers.c.created_at >= year_start,
+            vouchers.c.created_at < year_end,
         )
     ).scalar_one()
     given = int(given) + int(sent)
@@ -126,6 +132,17 @@ def check_yearly_limit(
             f"member {giver_id} has given {given} of the {limit} minutes a year allows; "
             f"{limit - given} remain, {minutes} asked"
         )
+
+
+def calendar_year(moment: datetime, policy: Policy) -> tuple[datetime, datetime]:
+    """The start of the programme's calendar year of ``moment`` and of the next, in UTC
+    (a gift dated in the past counts in its own year, not in the years after it)."""
+    zone = ZoneInfo(policy.timezone)
+    year = moment.astimezone(zone).year
+    return (
+        datetime(year, 1, 1, tzinfo=zone).astimezone(UTC),
+        datetime(year + 1, 1, 1, tzinfo=zone).astimezone(UTC),
+    )
 
 
 def view(conn: Connection, gift_id: int) -> GiftView:

@@ -23,12 +23,13 @@ from typing import Any, Final, Literal, TextIO, cast
 from sqlalchemy import Connection, Select, exists, select
 
 from timebank import errors
-from timebank.bank import _redeem, _services
+from timebank.bank import _gifts, _redeem, _services
 from timebank.bank._ctx import Act, programme_row
 from timebank.bank._org import actor, policy_at
 from timebank.bank.limits import REDEMPTION_KEY_LENGTH_MAX
 from timebank.bank.models import _Frozen
 from timebank.bank.schema import (
+    gifts,
     lots,
     members,
     personal,
@@ -41,7 +42,7 @@ from timebank.schema import accounts, entries, postings
 
 ExportTable = Literal["entries", "postings", "members", "lots"]
 ExportFormat = Literal["csv", "jsonl"]
-HistoryKind = Literal["service", "redemption"]
+HistoryKind = Literal["service", "redemption", "gift"]
 
 #: Columns of each export, in order: the CSV header, and the keys of each JSON Lines object.
 ENTRY_COLUMNS: Final = (
@@ -111,7 +112,7 @@ HISTORY_COLUMNS: Final = (
     "ended_at",
     "minutes",
 )
-HISTORY_KINDS: Final = ("service", "redemption")
+HISTORY_KINDS: Final = ("service", "redemption", "gift")
 #: Keys the library writes itself (a completed booking's redemption, an estate).
 _RESERVED_PREFIXES: Final = ("booking:", "estate:")
 _MEMBER_ID_MAX: Final = 2**63 - 1
@@ -454,11 +455,13 @@ def parse_row(line: int, header: Sequence[str], record: Sequence[str]) -> Item:
         problems.append("keys starting 'booking:' or 'estate:' are reserved")
     kind = cells["kind"]
     if kind not in HISTORY_KINDS:
-        problems.append(f"kind {kind!r} is not 'service' or 'redemption'")
+        problems.append(f"kind {kind!r} is not 'service', 'redemption' or 'gift'")
     member = _member_id(cells["member"], "member", problems)
     recipients = _recipients(kind, cells["recipient"], problems)
     for name in ("site", "service_type"):
-        if not cells[name]:
+        if kind == "gift" and cells[name]:
+            problems.append(f"{name}: empty for a gift")
+        elif kind != "gift" and not cells[name]:
             problems.append(f"{name} is empty")
     started_at = _instant(cells["started_at"], "started_at", problems)
     ended_at: datetime | None = None
@@ -467,9 +470,9 @@ def parse_row(line: int, header: Sequence[str], record: Sequence[str]) -> Item:
         ended_at = _instant(cells["ended_at"], "ended_at", problems)
         if cells["minutes"]:
             minutes = _minutes(cells["minutes"], problems)
-    elif kind == "redemption":
+    elif kind in ("redemption", "gift"):
         if cells["ended_at"]:
-            problems.append("ended_at: empty for a redemption (started_at is when it occurred)")
+            problems.append(f"ended_at: empty for a {kind} (started_at is when it occurred)")
         minutes = _minutes(cells["minutes"], problems)
     if problems:
         return RejectedRow(line=line, key=key, reason="; ".join(problems))
@@ -502,9 +505,12 @@ def _recipients(kind: str, text: str, problems: list[str]) -> tuple[int, ...]:
     if kind == "service" and not text:
         problems.append("recipient is empty: a service has one or more recipients")
         return ()
+    if kind == "gift" and not text:
+        problems.append("recipient is empty: a gift goes to one member")
+        return ()
     parts = [part.strip() for part in text.split(";")]
-    if kind == "redemption" and len(parts) > 1:
-        problems.append("recipient: one member for a redemption")
+    if kind in ("redemption", "gift") and len(parts) > 1:
+        problems.append(f"recipient: one member for a {kind}")
         return ()
     found = [_member_id(part, "recipient", problems) for part in parts]
     return tuple(member for member in found if member is not None)
@@ -583,7 +589,13 @@ def check_import(conn: Connection, programme: str, operators: Iterable[str]) -> 
 
 
 def apply_batch(
-    act: Act, programme: str, items: Sequence[Item], operator: str, confirm_operator: str
+    act: Act,
+    programme: str,
+    items: Sequence[Item],
+    operator: str,
+    confirm_operator: str,
+    *,
+    skip_rejected: bool = False,
 ) -> BatchOutcome:
     """Apply a batch's rows in file order in the act's transaction; raise BatchRejected
     (which rolls the transaction back) if any row is rejected.
@@ -621,7 +633,7 @@ def apply_batch(
         else:
             present += 1
     outcome = BatchOutcome(applied, present, tuple(rejected))
-    if rejected:
+    if rejected and not skip_rejected:
         raise BatchRejected(outcome)
     return outcome
 
@@ -629,18 +641,39 @@ def apply_batch(
 def _reason(row: HistoryRow, refusal: errors.TimebankError) -> str:
     """The refusal's message; a redemption short of minutes says so about the member (the
     ledger names the member's account, whose code carries a prefix of an identity hash)."""
-    if isinstance(refusal, errors.LimitExceededError) and row.kind == "redemption":
-        return (
-            f"member {row.member} has {refusal.available_minutes} minutes available, "
-            f"not the {refusal.requested_minutes} this redemption takes"
-        )
+    if (
+        isinstance(refusal, errors.LimitExceededError)
+        and not isinstance(refusal, errors.CapExceededError)
+        and row.kind != "service"
+    ):
+        return short_of_minutes(row, refusal.available_minutes)
     return str(refusal)
+
+
+def short_of_minutes(row: HistoryRow, available_minutes: int) -> str:
+    """Why a redemption or a gift was refused for want of minutes."""
+    return (
+        f"member {row.member} has {available_minutes} minutes available, "
+        f"not the {row.minutes} this {row.kind} takes"
+    )
 
 
 def _apply_row(
     act: Act, programme: str, row: HistoryRow, operator: str, confirm_operator: str
 ) -> bool:
     """Apply one row; True if it wrote something, False if it was already there."""
+    if row.kind == "gift":
+        existed_gift = act.conn.execute(
+            select(gifts.c.id).where(gifts.c.idempotency_key == row.key)
+        ).first()
+        gift = {
+            "giver_id": row.member,
+            "receiver_id": row.recipients[0],
+            "minutes": row.minutes,
+            "occurred_at": row.started_at,
+        }
+        _gifts.give(act, programme, row.key, gift, operator)
+        return existed_gift is None
     if row.kind == "redemption":
         existed = act.conn.execute(
             select(redemptions.c.id).where(redemptions.c.idempotency_key == row.key)

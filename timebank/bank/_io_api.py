@@ -5,11 +5,11 @@ as CSV or JSON Lines, and a programme's history read in from CSV (see
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TextIO, TypeVar
+from typing import Literal, TextIO, TypeVar
 
 from sqlalchemy import Connection
 
-from timebank.bank import _io
+from timebank.bank import _bulk_history, _io
 from timebank.bank._ctx import Act
 from timebank.bank._io import (
     EXPORT_COLUMNS,
@@ -25,6 +25,8 @@ from timebank.bank.models import require
 from timebank.ledger import Ledger
 
 T = TypeVar("T")
+ImportMethod = Literal["bulk", "rows"]
+IMPORT_METHODS: tuple[ImportMethod, ...] = ("bulk", "rows")
 
 
 class IOMixin:
@@ -79,13 +81,16 @@ class IOMixin:
         operator: str,
         confirm_operator: str | None = None,
         batch_rows: int | None = None,
+        method: ImportMethod = "bulk",
+        skip_rejected: bool = False,
     ) -> ImportReport:
         """Import a programme's history from CSV (columns ``HISTORY_COLUMNS``, see the
         README): services already done, recorded by ``operator`` and confirmed by
         ``confirm_operator`` (default ``operator``), their deposits and lots dated when
         they ended; and redemptions, by ``operator``, dated when they occurred. Each row's
         ``key`` is its idempotency key: a row already imported (same key, same content)
-        writes nothing again and counts as ``already_present``.
+        writes nothing again and counts as ``already_present``. Gifts (``kind`` "gift")
+        are dated when they were given, by ``operator``, with :meth:`give`'s rules.
 
         Every row is checked (format, then the same rules as :meth:`record_service`,
         :meth:`confirm_service` and :meth:`redeem`) and every rejected row is reported with
@@ -94,8 +99,18 @@ class IOMixin:
         consecutive batches of N (data rows 1 to N, N+1 to 2N...: blank lines do not count,
         rejected rows do), read, checked and applied one batch after the other, each in one
         transaction: a batch with a rejected row is rolled back whole, and the following
-        batches are judged without it. Rows apply in file order, so a member's services come
-        before the redemptions they pay for. An unknown programme or operator, or an
+        batches are judged without it; with ``skip_rejected=True`` the batch's other rows
+        are committed instead (the rejected ones are reported and left out, and the rows
+        after them are judged without them either way). Rows apply in file order, so a
+        member's services come before the redemptions they pay for.
+
+        ``method="bulk"`` (the default) judges a batch in memory against its state read in
+        a few set-wise queries and writes it in many-row statements (``COPY`` on
+        PostgreSQL); ``method="rows"`` runs every row through the one-at-a-time API under
+        a savepoint. Both accept and reject the same rows with the same reasons, except
+        that the bulk method replays a key only when its earlier row is complete (a
+        confirmed service): the rows method confirms a pending one. On MariaDB both run
+        the rows method (ids cannot be reserved there up front). An unknown programme or operator, or an
         auditor, raises before the file is read; a database error raises, and the batches
         committed before it stay committed."""
         require(isinstance(programme, str) and programme != "", "programme is a code")
@@ -106,6 +121,8 @@ class IOMixin:
             batch_rows is None or (type(batch_rows) is int and batch_rows >= 1),
             "batch_rows: a positive whole number, or None for one transaction",
         )
+        require(method in IMPORT_METHODS, f"method: one of {', '.join(IMPORT_METHODS)}")
+        require(type(skip_rejected) is bool, "skip_rejected: True or False")
         self._read(lambda conn: _io.check_import(conn, programme, {operator, confirmer}))
         history = _io.HistoryFile(source)
         header = history.header_problem()
@@ -124,7 +141,9 @@ class IOMixin:
         for batch in _io.batches(history.rows(), batch_rows):
             batches += 1
             rows_read += len(batch)
-            outcome, ok = self._import_batch(programme, batch, operator, confirmer)
+            outcome, ok = self._import_batch(
+                programme, batch, (operator, confirmer), method, skip_rejected
+            )
             rejected.extend(outcome.rejected)
             if ok:
                 committed += 1
@@ -143,14 +162,26 @@ class IOMixin:
         )
 
     def _import_batch(
-        self, programme: str, batch: Sequence[_io.Item], operator: str, confirmer: str
+        self,
+        programme: str,
+        batch: Sequence[_io.Item],
+        operators: tuple[str, str],
+        method: ImportMethod,
+        skip: bool,
     ) -> tuple[_io.BatchOutcome, bool]:
         """Apply one batch in one transaction (retried on contention): its outcome, and
         whether it was committed."""
+        operator, confirmer = operators
+
+        def apply(act: Act) -> _io.BatchOutcome:
+            if method == "bulk" and _bulk_history.supported(act.conn):
+                return _bulk_history.apply_batch(
+                    act, programme, batch, operator, confirmer, skip_rejected=skip
+                )
+            return _io.apply_batch(act, programme, batch, operator, confirmer, skip_rejected=skip)
+
         try:
-            outcome = self._act(
-                lambda act: _io.apply_batch(act, programme, batch, operator, confirmer)
-            )
+            outcome = self._act(apply)
         except _io.BatchRejected as rolled:
             return rolled.outcome, False
         return outcome, True
