@@ -93,13 +93,13 @@ class World:
         return self.bank.member(self.members[name]).balance_minutes
 
 
-def build(url: str, clock: Clock) -> World:
+def build(url: str, clock: Clock, policy: Policy = POLICY) -> World:
     ledger = Ledger.open(url, clock=clock)
     bank = TimeBank(ledger, identity_secrets={PROGRAMME: SECRET})
     bank.create_programme(
         PROGRAMME,
         "Langfang time bank",
-        policy=POLICY,
+        policy=policy,
         root_region="hebei",
         root_region_name="Hebei",
         administrator="admin",

@@ -628,14 +628,15 @@ class _Batch:
         return True
 
     def _service_replay(self, row: HistoryRow, stored: Row[Any], site: Row[Any]) -> bool:
+        # In the row engine's order, so a conflict names the fields alike.
         wanted = {
             "volunteer_id": row.member,
-            "site_id": site.id,
             "service_type": row.service_type,
             "started_at": row.started_at,
             "ended_at": row.ended_at,
             "rating": None,
             "note": "",
+            "site_id": site.id,
         }
         fields = [name for name, value in wanted.items() if getattr(stored, name) != value]
         if stored.programme_id != self.programme.id:
@@ -863,13 +864,14 @@ class _Batch:
         recipient_id = row.recipients[0] if row.recipients else row.member
         stored = self.stored["redemption"].get(row.key)
         if stored is not None:
+            # In the row engine's order, so a conflict names the fields alike.
             wanted = {
                 "member_id": row.member,
                 "recipient_id": recipient_id,
-                "site_id": site.id,
                 "service_type": row.service_type,
                 "minutes": row.minutes,
                 "occurred_at": row.started_at,
+                "site_id": site.id,
             }
             fields = [n for n, v in wanted.items() if getattr(stored, n) != v]
             if stored.programme_id != self.programme.id:
