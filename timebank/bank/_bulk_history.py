@@ -47,9 +47,9 @@ from timebank.bank._io import (
     RejectedRow,
     short_of_minutes,
 )
-from timebank.bank._org import authorize
+from timebank.bank._org import Actor, actor, permit
 from timebank.bank.limits import RECIPIENTS_PER_SERVICE_MAX
-from timebank.bank.models import INVERSE_RELATION, Policy, age_on, credited_minutes
+from timebank.bank.models import INVERSE_RELATION, Policy, Role, age_on, credited_minutes
 from timebank.bank.schema import (
     confirmations,
     gifts,
@@ -60,6 +60,7 @@ from timebank.bank.schema import (
     policies,
     pool_lots,
     redemptions,
+    regions,
     relations,
     service_recipients,
     services,
@@ -272,6 +273,8 @@ class _Batch:
         self.confirmer = confirmer
         self.writes = _Writes()
         self._grants: dict[tuple[str, str, int], errors.TimebankError | None] = {}
+        self._actors: dict[str, Actor] = {}
+        self._paths: dict[int, str] = {}
         self._lot_seq = 0
         self._last_entry = -1
         self._service_ids: list[int] | None = None
@@ -482,19 +485,32 @@ class _Batch:
             raise _Refused(errors.BankObjectNotFoundError("site", code))
         return found
 
-    def authorize(self, operator: str, role: str, site: Row[Any]) -> None:
-        """The permission check of the row engine, asked once per operator, role and site."""
+    def authorize(self, operator: str, role: Role, site: Row[Any]) -> None:
+        """The row engine's permission check, with the operator and the site's region path
+        read once per batch."""
         slot = (operator, role, site.id)
         if slot not in self._grants:
             try:
-                with self.conn.begin_nested():
-                    authorize(self.conn, self.programme.id, operator, role, site=site)  # type: ignore[arg-type]
+                permit(self._actor(operator), role, self._region_path(site.region_id), site=site)
                 self._grants[slot] = None
-            except errors.TimebankError as refusal:
-                self._grants[slot] = refusal
-        refusal = self._grants[slot]
-        if refusal is not None:
-            raise _Refused(refusal)
+            except errors.TimebankError as denied:
+                self._grants[slot] = denied
+        found = self._grants[slot]
+        if found is not None:
+            raise _Refused(found)
+
+    def _actor(self, operator: str) -> Actor:
+        if operator not in self._actors:
+            self._actors[operator] = actor(self.conn, self.programme.id, operator)
+        return self._actors[operator]
+
+    def _region_path(self, region_id: int) -> str:
+        if not self._paths:
+            query = select(regions.c.id, regions.c.path).where(
+                regions.c.programme_id == self.programme.id
+            )
+            self._paths = {r.id: r.path for r in self.conn.execute(query)}
+        return self._paths[region_id]
 
     def member(self, member_id: int) -> Row[Any]:
         found = self.members.get(member_id)
@@ -621,9 +637,9 @@ class _Batch:
             row,
             service_id,
             site,
-            policy,
-            (version, raw, kind.weight_permille, credited),
-            recipients,
+            policy=policy,
+            amounts=(version, raw, kind.weight_permille, credited),
+            recipients=recipients,
         )
         return True
 
@@ -815,6 +831,7 @@ class _Batch:
         row: HistoryRow,
         service_id: int,
         site: Row[Any],
+        *,
         policy: Policy,
         amounts: tuple[int, int, int, int],
         recipients: list[int],
@@ -948,7 +965,8 @@ class _Batch:
         if policy.groups_donate_only and member.kind == "group":
             raise _Refused(
                 errors.PolicyViolationError(
-                    f"member {member.id} is a group: the policy lets groups only donate their minutes"
+                    f"member {member.id} is a group: the policy lets groups only donate "
+                    "their minutes"
                 )
             )
         if recipient.id != member.id:
@@ -1069,7 +1087,8 @@ class _Batch:
         if policy.groups_donate_only and giver.kind == "group":
             raise _Refused(
                 errors.PolicyViolationError(
-                    f"member {giver.id} is a group: the policy lets groups only donate their minutes"
+                    f"member {giver.id} is a group: the policy lets groups only donate "
+                    "their minutes"
                 )
             )
         kind = self.relations.get((giver.id, receiver.id))

@@ -464,16 +464,7 @@ def parse_row(line: int, header: Sequence[str], record: Sequence[str]) -> Item:
         elif kind != "gift" and not cells[name]:
             problems.append(f"{name} is empty")
     started_at = _instant(cells["started_at"], "started_at", problems)
-    ended_at: datetime | None = None
-    minutes: int | None = None
-    if kind == "service":
-        ended_at = _instant(cells["ended_at"], "ended_at", problems)
-        if cells["minutes"]:
-            minutes = _minutes(cells["minutes"], problems)
-    elif kind in ("redemption", "gift"):
-        if cells["ended_at"]:
-            problems.append(f"ended_at: empty for a {kind} (started_at is when it occurred)")
-        minutes = _minutes(cells["minutes"], problems)
+    ended_at, minutes = _end_and_minutes(kind, cells, problems)
     if problems:
         return RejectedRow(line=line, key=key, reason="; ".join(problems))
     assert member is not None  # no problem found: both parsed
@@ -490,6 +481,21 @@ def parse_row(line: int, header: Sequence[str], record: Sequence[str]) -> Item:
         ended_at=ended_at,
         minutes=minutes,
     )
+
+
+def _end_and_minutes(
+    kind: str, cells: dict[str, str], problems: list[str]
+) -> tuple[datetime | None, int | None]:
+    """A service's end and its optional credited minutes; the minutes of a redemption or a
+    gift, which has no end (``started_at`` is when it occurred)."""
+    if kind == "service":
+        ended_at = _instant(cells["ended_at"], "ended_at", problems)
+        return ended_at, _minutes(cells["minutes"], problems) if cells["minutes"] else None
+    if kind in ("redemption", "gift"):
+        if cells["ended_at"]:
+            problems.append(f"ended_at: empty for a {kind} (started_at is when it occurred)")
+        return None, _minutes(cells["minutes"], problems)
+    return None, None
 
 
 def _member_id(text: str, name: str, problems: list[str]) -> int | None:

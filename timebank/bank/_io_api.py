@@ -110,9 +110,10 @@ class IOMixin:
         a savepoint. Both accept and reject the same rows with the same reasons, except
         that the bulk method replays a key only when its earlier row is complete (a
         confirmed service): the rows method confirms a pending one. On MariaDB both run
-        the rows method (ids cannot be reserved there up front). An unknown programme or operator, or an
-        auditor, raises before the file is read; a database error raises, and the batches
-        committed before it stay committed."""
+        the rows method (ids cannot be reserved there up front).
+
+        An unknown programme or operator, or an auditor, raises before the file is read; a
+        database error raises, and the batches committed before it stay committed."""
         require(isinstance(programme, str) and programme != "", "programme is a code")
         confirmer = operator if confirm_operator is None else confirm_operator
         for name, code in (("operator", operator), ("confirm_operator", confirmer)):

@@ -359,11 +359,33 @@ def authorize(
     auditor never writes, whatever other roles it holds.
     """
     who = actor(conn, programme_id, operator)
+    permit(
+        who,
+        role,
+        _target_path(conn, programme_id, site, region),
+        site=site,
+        region=region,
+        region_admin=region_admin,
+    )
+    return who
+
+
+def permit(
+    who: Actor,
+    role: Role,
+    target_path: str,
+    *,
+    site: Row[Any] | None = None,
+    region: Row[Any] | None = None,
+    region_admin: bool = False,
+) -> None:
+    """:func:`authorize`'s decision, once the actor and the target's region path are known
+    (the bulk import reads them once per batch)."""
+    operator = who.code
     if "auditor" in who.roles:
         raise errors.PermissionDeniedError(
             f"operator {operator!r} is an auditor: auditors never write"
         )
-    target_path = _target_path(conn, programme_id, site, region)
     in_scope = (who.region_path is not None and target_path.startswith(who.region_path)) or (
         site is not None and who.site_id == site.id
     )
@@ -378,7 +400,6 @@ def authorize(
         raise errors.PermissionDeniedError(
             f"operator {operator!r} may not act as {role} at {where}"
         )
-    return who
 
 
 def _target_path(

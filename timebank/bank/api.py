@@ -459,15 +459,24 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         receiver_id: int,
         minutes: int,
         operator: str,
+        occurred_at: datetime | None = None,
     ) -> GiftView:
         """Give minutes to a relative (``Policy.gift_relations``), within the yearly limit
         (``Policy.gift_yearly_limit_minutes``). Entered by a recorder of the giver's home
-        station. The minutes keep their lots' origin, earned day and expiry."""
+        station. The minutes keep their lots' origin, earned day and expiry.
+        ``occurred_at`` (default now, never later) dates a gift recorded after it was
+        given: the policy in force then judges it, and it counts in that year's limit."""
         _key(idempotency_key)
+        require(occurred_at is None or _aware(occurred_at), "occurred_at must be timezone-aware")
         for member in (giver_id, receiver_id):
             require(type(member) is int, "member ids are integers")
         amount = _positive(minutes)
-        data = {"giver_id": giver_id, "receiver_id": receiver_id, "minutes": amount}
+        data = {
+            "giver_id": giver_id,
+            "receiver_id": receiver_id,
+            "minutes": amount,
+            "occurred_at": occurred_at,
+        }
         gift_id = self._act(
             lambda act: _gifts.give(act, programme, idempotency_key, data, operator)
         )
