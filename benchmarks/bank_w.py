@@ -66,6 +66,7 @@ from run_w import (  # noqa: E402 - after the path set-up
     REGISTRY,
     RESULTS_DIR,
     Backend,
+    Result,
     machine_info,
     run_contender,
 )
@@ -333,14 +334,16 @@ class Queries:
 def queries(bank: TimeBank, workload: Workload, setup: Setup) -> Queries:
     """1,000 balance look-ups (members through ``member()``, sites' accounts through the
     ledger), the trial balance, the busiest volunteer's statement."""
-    sites = {v.code: v for v in bank.sites(PROGRAMME)}  # type: ignore[attr-defined]
+    sites = {v.code: v for v in bank.sites(PROGRAMME)}
     started = time.perf_counter()
     total = 0
     for code in workload.lookups:
         if code.startswith("V"):
             total += bank.member(setup.members[code]).balance_minutes
         elif code.startswith("S"):
-            total += bank.ledger.balance(sites[station(code)].issued_account).posted_minutes
+            issued = sites[station(code)].issued_account
+            assert issued is not None, "a station issues minutes"
+            total += bank.ledger.balance(issued).posted_minutes
         else:
             total += bank.ledger.balance(sites[institution(code)].redeemed_account).posted_minutes
     lookups = time.perf_counter() - started
@@ -408,10 +411,10 @@ def profile_bulk(url: URL, workload: Workload, setup: Setup) -> str:
     return str(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
-def render(backend: Backend, core: Sequence[object], results: Sequence[BankResult], *,
+def render(backend: Backend, core: Sequence[Result], results: Sequence[BankResult], *,
            measured: Queries | None, info: dict[str, str], argv: Sequence[str]) -> str:
-    ceiling = next(r for r in core if r.name == "ceiling")  # type: ignore[attr-defined]
-    core_path = next(r for r in core if r.name == "timebank")  # type: ignore[attr-defined]
+    ceiling = next(r for r in core if r.name == "ceiling")
+    core_path = next(r for r in core if r.name == "timebank")
     lines = [
         f"# Workload W through the time bank: {backend}",
         "",
@@ -500,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _core(name: str, backend: Backend, args: argparse.Namespace, workload: Workload,
-          directory: Path) -> object:
+          directory: Path) -> Result:
     from run_w import postgres_database, sqlite_database  # noqa: PLC0415
 
     print(f"[{backend}] {name}", flush=True)
