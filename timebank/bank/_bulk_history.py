@@ -762,28 +762,38 @@ class _Batch:
         assert row.ended_at is not None
         credited, legs, kept, excess, region_id = split
         service_id = self._reserve_service_id()
-        entry = self.post(
-            EntryCommand(
-                idempotency_key=f"service-{service_id}-deposit",
-                code="deposit",
+        fields: dict[str, Any] = {
+            "idempotency_key": f"service-{service_id}-deposit",
+            "code": "deposit",
+            "operator": self.confirmer,
+            "occurred_at": row.ended_at,
+            "memo": f"service {service_id}: {row.service_type}",
+            "metadata": {
+                "service_id": service_id,
+                "service_type": row.service_type,
+                "raw_minutes": int((row.ended_at - row.started_at) / timedelta(minutes=1)),
+                "weight_permille": policy.service_types[row.service_type].weight_permille,
+                "credited_minutes": credited,
+                "diverted_minutes": excess,
+            },
+        }
+        command: EntryCommand | TransferCommand
+        if not excess:  # the common case: the two-posting command validates quicker
+            command = TransferCommand(
+                debit=self.accounts[site.issued_account_id].code,
+                credit=self.accounts[volunteer.account_id].code,
+                amount_minutes=credited,
+                **fields,
+            )
+        else:
+            command = EntryCommand(
                 postings=tuple(
                     PostingSpec(account=self.accounts[a].code, amount_minutes=m)
                     for a, m in legs.items()
                 ),
-                operator=self.confirmer,
-                occurred_at=row.ended_at,
-                memo=f"service {service_id}: {row.service_type}",
-                metadata={
-                    "service_id": service_id,
-                    "service_type": row.service_type,
-                    "raw_minutes": int((row.ended_at - row.started_at) / timedelta(minutes=1)),
-                    "weight_permille": policy.service_types[row.service_type].weight_permille,
-                    "credited_minutes": credited,
-                    "diverted_minutes": excess,
-                },
-            ),
-            legs,
-        )
+                **fields,
+            )
+        entry = self.post(command, legs)
         self._deposit_lots(row, site, volunteer, policy, (kept, excess, region_id, entry))
         self._last_entry = entry
         return service_id

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from timebank import errors
+from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
 from timebank.bank._ctx import Act, differences, one, programme_row
 from timebank.bank._org import authorize, site_row
 from timebank.bank.limits import IDENTITY_LENGTH_MAX
@@ -26,6 +27,7 @@ from timebank.bank.schema import (
     relations,
     sites,
 )
+from timebank.limits import SQL_CHUNK_ROWS as IN_LIST_MAX
 from timebank.models import AccountSpec
 from timebank.schema import accounts
 
@@ -105,15 +107,7 @@ def register(
         .join(personal, personal.c.member_id == members.c.id)
         .where(members.c.programme_id == programme.id, members.c.identity_hash == hashed)
     ).first()
-    wanted = {
-        "kind": data["kind"],
-        "acts_as": data["acts_as"],
-        "home_site_id": home.id,
-        "display_name": data["display_name"],
-        "birth_date": data["birth_date"],
-        "phone": data["phone"],
-        "sex": data["sex"],
-    }
+    wanted = _wanted(data, home.id)
     if existing is not None:
         fields = differences(dict(existing._mapping), wanted)
         if fields:
@@ -147,6 +141,129 @@ def register(
         )
     )
     return member_id
+
+
+def register_many(
+    act: Act, programme_code: str, people: list[tuple[str, dict[str, Any]]], operator: str
+) -> list[int]:
+    """:func:`register` for many members in one transaction, all or nothing: the same
+    rules, in many-row statements. ``people`` holds (identity hash, data) pairs; returns
+    the member ids in the same order (an identity registered before, or twice in
+    ``people``, with the same data gives the same id)."""
+    programme = programme_row(act.conn, programme_code)
+    homes = _homes(act, programme.id, {data["home_site"] for _, data in people}, operator)
+    found = _registered(act.conn, programme.id, [hashed for hashed, _ in people])
+    ids: list[int | None] = []
+    fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+    for hashed, data in people:
+        wanted = _wanted(data, homes[data["home_site"]].id)
+        earlier = found.get(hashed)
+        if earlier is not None:
+            fields = differences(dict(earlier._mapping), wanted)
+            if fields:
+                raise errors.ExistsError("member", earlier.id, fields)
+            ids.append(int(earlier.id))
+        elif hashed in fresh:
+            fields = differences(fresh[hashed][1], wanted)
+            if fields:
+                raise errors.InvalidInputError(
+                    f"one identity twice with different {', '.join(fields)}"
+                )
+            ids.append(None)
+        else:
+            fresh[hashed] = (len(fresh), wanted)
+            ids.append(None)
+    created = _insert_members(act, programme, list(fresh.items()), operator)
+    return [
+        ident if ident is not None else created[fresh[hashed][0]]
+        for ident, (hashed, _) in zip(ids, people, strict=True)
+    ]
+
+
+def _wanted(data: dict[str, Any], home_site_id: int) -> dict[str, Any]:
+    return {
+        "kind": data["kind"],
+        "acts_as": data["acts_as"],
+        "home_site_id": home_site_id,
+        "display_name": data["display_name"],
+        "birth_date": data["birth_date"],
+        "phone": data["phone"],
+        "sex": data["sex"],
+    }
+
+
+def _homes(act: Act, programme_id: int, codes: set[str], operator: str) -> dict[str, Row[Any]]:
+    homes = {}
+    for code in sorted(codes):
+        home = site_row(act.conn, programme_id, code)
+        if home.kind == "institution":
+            raise errors.InvalidInputError("a member's home is a station, not an institution")
+        authorize(act.conn, programme_id, operator, "recorder", site=home)
+        homes[code] = home
+    return homes
+
+
+def _registered(conn: Connection, programme_id: int, hashes: list[str]) -> dict[str, Row[Any]]:
+    found: dict[str, Row[Any]] = {}
+    ordered = sorted(set(hashes))
+    for start in range(0, len(ordered), IN_LIST_MAX):
+        rows = conn.execute(
+            select(members, personal)
+            .join(personal, personal.c.member_id == members.c.id)
+            .where(
+                members.c.programme_id == programme_id,
+                members.c.identity_hash.in_(ordered[start : start + IN_LIST_MAX]),
+            )
+        )
+        found.update((row.identity_hash, row) for row in rows)
+    return found
+
+
+_MEMBER_INSERT = bulk_insert(
+    members,
+    ("id", "programme_id", "identity_hash", "kind", "acts_as", "home_site_id", "account_id",
+     "status", "status_reason", "assessed_need", "registered_at", "registered_by"),
+)
+_PERSONAL_INSERT = bulk_insert(
+    personal, ("member_id", "display_name", "birth_date", "phone", "sex", "erased_at")
+)
+
+
+def _insert_members(
+    act: Act, programme: Row[Any], fresh: list[tuple[str, tuple[int, dict[str, Any]]]],
+    operator: str,
+) -> list[int]:
+    """Open the new members' accounts and write their rows; their ids, in ``fresh``'s order."""
+    if not fresh:
+        return []
+    codes = [member_account_code(programme.code, hashed, act.now) for hashed, _ in fresh]
+    act.tx.open_accounts(AccountSpec(code=code, type="member", floor_minutes=0) for code in codes)
+    account_ids: dict[str, int] = {}
+    for start in range(0, len(codes), IN_LIST_MAX):
+        chunk = codes[start : start + IN_LIST_MAX]
+        query = select(accounts.c.code, accounts.c.id).where(accounts.c.code.in_(chunk))
+        account_ids.update((code, ident) for code, ident in act.conn.execute(query))
+    rows = [
+        (programme.id, hashed, w["kind"], w["acts_as"], w["home_site_id"], account_ids[code],
+         "active", "", False, act.now, operator)
+        for (hashed, (_, w)), code in zip(fresh, codes, strict=True)
+    ]
+    if can_reserve_ids(act.conn):
+        ids = reserve_ids(act.conn, members, len(rows))
+        _MEMBER_INSERT.execute(act.conn, [(i, *row) for i, row in zip(ids, rows, strict=True)])
+    else:  # MariaDB: one insert per member, its id from the driver
+        ids = [_MEMBER_INSERT_NO_ID.insert_one(act.conn, row) for row in rows]
+    _PERSONAL_INSERT.execute(
+        act.conn,
+        [
+            (i, w["display_name"], w["birth_date"], w["phone"], w["sex"], None)
+            for i, (_, (_, w)) in zip(ids, fresh, strict=True)
+        ],
+    )
+    return ids
+
+
+_MEMBER_INSERT_NO_ID = bulk_insert(members, _MEMBER_INSERT.names[1:])
 
 
 def home_site(conn: Connection, member: Row[Any]) -> Row[Any]:

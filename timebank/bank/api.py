@@ -35,6 +35,7 @@ from timebank.bank._exchange_api import ExchangeMixin
 from timebank.bank._io_api import IOMixin
 from timebank.bank._reports_api import ReportsMixin
 from timebank.bank.limits import (
+    MEMBERS_PER_CALL_MAX,
     NAME_LENGTH_MAX,
     NOTE_LENGTH_MAX,
     PHONE_LENGTH_MAX,
@@ -51,6 +52,7 @@ from timebank.bank.models import (
     MemberKind,
     MemberStatus,
     MemberView,
+    NewMember,
     OperatorView,
     PersonalData,
     Policy,
@@ -287,6 +289,32 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         }
         member_id = self._act(lambda act: _people.register(act, programme, hashed, data, operator))
         return self.member(member_id)
+
+    def register_members(
+        self, programme: str, people: Iterable[NewMember], *, operator: str
+    ) -> list[int]:
+        """Register many members in one transaction, all or nothing, with the rules of
+        :meth:`register_member` (an identity registered before with the same data gives
+        its member; other data raises ExistsError and registers nobody). Returns the
+        member ids in ``people``'s order. At most ``MEMBERS_PER_CALL_MAX`` a call: a
+        province's register goes in calls of that many, each its own transaction."""
+        batch = list(people)
+        require(all(isinstance(p, NewMember) for p in batch), "people are NewMember objects")
+        require(
+            len(batch) <= MEMBERS_PER_CALL_MAX,
+            f"at most {MEMBERS_PER_CALL_MAX:,} members a call, not {len(batch):,}",
+        )
+        secret = self._secret(programme)
+        hashed = [
+            (
+                _people.identity_hash(secret, p.identity),
+                {**p.model_dump(exclude={"identity"})},
+            )
+            for p in batch
+        ]
+        if not hashed:
+            return []
+        return self._act(lambda act: _people.register_many(act, programme, hashed, operator))
 
     def find_member(self, programme: str, *, identity: str) -> MemberView:
         hashed = _people.identity_hash(self._secret(programme), identity)

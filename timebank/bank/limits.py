@@ -26,3 +26,5 @@ REGION_DEPTH_MAX: Final = 4
 WEIGHT_PERMILLE_MAX: Final = 10_000
 #: Keys of redemptions: short enough that the entry's key ("redemption:" + key) fits.
 REDEMPTION_KEY_LENGTH_MAX: Final = 112
+#: Members one ``register_members`` call registers (one transaction).
+MEMBERS_PER_CALL_MAX: Final = 10_000

@@ -6,12 +6,22 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from timebank import errors
 from timebank.bank.limits import (
     CODE_LENGTH_MAX,
+    IDENTITY_LENGTH_MAX,
     NAME_LENGTH_MAX,
+    PHONE_LENGTH_MAX,
     REDEMPTION_KEY_LENGTH_MAX,
     SERVICE_MINUTES_MAX,
     SERVICE_TYPES_MAX,
@@ -206,6 +216,28 @@ class SiteView(_View):
     region: str
     issued_account: str | None
     redeemed_account: str
+
+
+class NewMember(_Frozen):
+    """One member for :meth:`~timebank.bank.TimeBank.register_members`: the arguments of
+    :meth:`~timebank.bank.TimeBank.register_member`, checked alike. ``identity`` is hashed
+    with the programme's secret and never stored."""
+
+    identity: str = Field(min_length=1, max_length=4 * IDENTITY_LENGTH_MAX)
+    display_name: Name
+    birth_date: Annotated[date, Strict()]
+    home_site: str = Field(min_length=1, max_length=CODE_LENGTH_MAX)
+    kind: MemberKind = "person"
+    acts_as: ActsAs = "both"
+    phone: str | None = Field(default=None, max_length=PHONE_LENGTH_MAX)
+    sex: Sex | None = None
+
+    @field_validator("display_name", "phone")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None and not storable(value):
+            raise ValueError("text without NUL characters or lone surrogates")
+        return value
 
 
 class MemberView(_View):
