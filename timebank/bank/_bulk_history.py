@@ -27,13 +27,25 @@ content; a pending, rejected or reversed service under the key is rejected with 
 from __future__ import annotations
 
 import bisect
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    String,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 
 from timebank import errors
 from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
@@ -248,12 +260,6 @@ class _Refused(Exception):
         self.reason = str(error)
 
 
-def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
-    ordered = sorted({v for v in values if v is not None})
-    for start in range(0, len(ordered), IDS_PER_QUERY):
-        yield ordered[start : start + IDS_PER_QUERY]
-
-
 class _Batch:
     """One batch: its state read up front, its rows judged, its writes gathered."""
 
@@ -276,11 +282,34 @@ class _Batch:
         self._actors: dict[str, Actor] = {}
         self._paths: dict[int, str] = {}
         self._lot_seq = 0
+        self._one_parameter = self.conn.dialect.name in ("postgresql", "sqlite")
         self._last_entry = -1
         self._service_ids: list[int] | None = None
         self._load()
 
     # --- reading ------------------------------------------------------------------------------
+
+    def _chunks(self, values: Iterable[Any]) -> Iterable[list[Any]]:
+        """``values`` (without None) in lists for :meth:`_in`: one list on PostgreSQL and
+        SQLite, which take it as one parameter; lists of IDS_PER_QUERY elsewhere."""
+        ordered = sorted({v for v in values if v is not None})
+        step = len(ordered) if self._one_parameter else IDS_PER_QUERY
+        for start in range(0, len(ordered), max(step, 1)):
+            yield ordered[start : start + step]
+
+    def _in(self, column: Any, values: list[Any]) -> Any:
+        """``column IN values``, the list sent as one parameter where the database can
+        take one (an array on PostgreSQL, a JSON array on SQLite): a list of a thousand
+        bound parameters costs more to build and to parse than the query's own work."""
+        name = self.conn.dialect.name
+        if name == "postgresql":
+            return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+        if name == "sqlite":
+            listed = select(literal_column("value")).select_from(
+                func.json_each(bindparam(None, json.dumps(values), type_=String()))
+            )
+            return column.in_(listed)
+        return column.in_(values)
 
     def _load(self) -> None:
         conn, rows = self.conn, self.rows
@@ -304,8 +333,8 @@ class _Batch:
         self.policy_now = self.policy_at(self.act.now)
         people = {row.member for row in rows} | {m for row in rows for m in row.recipients}
         self.members: dict[int, Row[Any]] = {}
-        for chunk in _chunks(people):
-            query = select(members).where(members.c.id.in_(chunk)).order_by(members.c.id)
+        for chunk in self._chunks(people):
+            query = select(members).where(self._in(members.c.id, chunk)).order_by(members.c.id)
             for r in conn.execute(query.with_for_update()):
                 self.members[r.id] = r
         self._load_accounts()
@@ -324,7 +353,7 @@ class _Batch:
 
     def _read_accounts(self, ids: Iterable[int]) -> None:
         cols = accounts.c
-        for chunk in _chunks(i for i in ids if i not in self.accounts):
+        for chunk in self._chunks(i for i in ids if i not in self.accounts):
             for r in self.conn.execute(
                 select(
                     cols.id,
@@ -335,7 +364,7 @@ class _Batch:
                     cols.posted_minutes,
                     cols.held_out_minutes,
                     cols.held_in_minutes,
-                ).where(cols.id.in_(chunk))
+                ).where(self._in(cols.id, chunk))
             ):
                 self.accounts[r.id] = _Account(*r)
 
@@ -344,15 +373,17 @@ class _Batch:
         tables = {"service": services, "redemption": redemptions, "gift": gifts}
         for kind, table in tables.items():
             keys = {row.key for row in self.rows if row.kind == kind}
-            for chunk in _chunks(keys):
-                for r in self.conn.execute(select(table).where(table.c.idempotency_key.in_(chunk))):
+            for chunk in self._chunks(keys):
+                for r in self.conn.execute(
+                    select(table).where(self._in(table.c.idempotency_key, chunk))
+                ):
                     self.stored[kind][r.idempotency_key] = r
         self.stored_recipients: dict[int, tuple[int, ...]] = defaultdict(tuple)
         ids = [r.id for r in self.stored["service"].values()]
-        for chunk in _chunks(ids):
+        for chunk in self._chunks(ids):
             found: dict[int, list[int]] = defaultdict(list)
             for r in self.conn.execute(
-                select(service_recipients).where(service_recipients.c.service_id.in_(chunk))
+                select(service_recipients).where(self._in(service_recipients.c.service_id, chunk))
             ):
                 found[r.service_id].append(r.member_id)
             for service_id, people in found.items():
@@ -366,9 +397,9 @@ class _Batch:
             if row.kind == "redemption"
         }
         self.born: dict[int, date] = {}
-        for chunk in _chunks(cared):
+        for chunk in self._chunks(cared):
             query = select(personal.c.member_id, personal.c.birth_date)
-            for r in self.conn.execute(query.where(personal.c.member_id.in_(chunk))):
+            for r in self.conn.execute(query.where(self._in(personal.c.member_id, chunk))):
                 self.born[r.member_id] = r.birth_date
         pairs = {
             (row.recipients[0], row.member)
@@ -377,8 +408,8 @@ class _Batch:
         }
         pairs |= {(row.member, row.recipients[0]) for row in self.rows if row.kind == "gift"}
         self.relations: dict[tuple[int, int], str] = {}
-        for chunk in _chunks(a for a, _ in pairs):
-            query = select(relations).where(relations.c.member_id.in_(chunk))
+        for chunk in self._chunks(a for a, _ in pairs):
+            query = select(relations).where(self._in(relations.c.member_id, chunk))
             for r in self.conn.execute(query):
                 if (r.member_id, r.other_id) in pairs:
                     self.relations[(r.member_id, r.other_id)] = r.kind
@@ -388,10 +419,10 @@ class _Batch:
         order they are consumed."""
         payers = {row.member for row in self.rows if row.kind != "service"}
         self.lots: dict[int, list[_Lot]] = defaultdict(list)
-        for chunk in _chunks(payers):
+        for chunk in self._chunks(payers):
             query = (
                 select(lots)
-                .where(lots.c.member_id.in_(chunk), lots.c.remaining_minutes > 0)
+                .where(self._in(lots.c.member_id, chunk), lots.c.remaining_minutes > 0)
                 .order_by(lots.c.member_id, lots.c.earned_on, lots.c.id)
                 .with_for_update()
             )
@@ -423,12 +454,12 @@ class _Batch:
         start = min(s for s, _ in spans)
         end = max(e for _, e in spans)
         volunteers = {row.member for row in self.rows if row.kind == "service"}
-        for chunk in _chunks(volunteers):
+        for chunk in self._chunks(volunteers):
             c = services.c
             query = (
                 select(c.volunteer_id, c.started_at, c.ended_at, c.id)
                 .where(
-                    c.volunteer_id.in_(chunk),
+                    self._in(c.volunteer_id, chunk),
                     c.status.in_(("pending", "confirmed")),
                     c.started_at < end,
                     c.ended_at > start,
@@ -450,10 +481,10 @@ class _Batch:
             _gifts.calendar_year(r.started_at, self.policy_at(r.started_at)[1]) for r in limited
         ]
         start, end = min(y[0] for y in years), max(y[1] for y in years)
-        for chunk in _chunks(r.member for r in limited):
+        for chunk in self._chunks(r.member for r in limited):
             for giver, when, minutes in self.conn.execute(
                 select(gifts.c.giver_id, gifts.c.occurred_at, gifts.c.minutes).where(
-                    gifts.c.giver_id.in_(chunk),
+                    self._in(gifts.c.giver_id, chunk),
                     gifts.c.occurred_at >= start,
                     gifts.c.occurred_at < end,
                 )
@@ -462,7 +493,7 @@ class _Batch:
             v = vouchers.c
             for giver, when, minutes in self.conn.execute(
                 select(v.member_id, v.created_at, v.minutes).where(
-                    v.member_id.in_(chunk),
+                    self._in(v.member_id, chunk),
                     v.direction == "out",
                     v.status != "refused",
                     v.created_at >= start,
