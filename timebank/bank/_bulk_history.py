@@ -305,7 +305,7 @@ class _Batch:
         if name == "postgresql":
             return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
         if name == "sqlite":
-            listed = select(literal_column("value")).select_from(
+            listed: Any = select(literal_column("value")).select_from(
                 func.json_each(bindparam(None, json.dumps(values), type_=String()))
             )
             return column.in_(listed)
