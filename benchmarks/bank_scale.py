@@ -15,6 +15,8 @@ integers: 8 MB a million members, the only memory that grows with the province).
 member is hot: every 25th row is a two-minute service of theirs, so their statement has
 pages to turn.
 A row every 6 seconds of service time from 1 September 2025: 5 million rows span a year.
+The ledger's clock is simulated: each batch is recorded an hour after its last service, so
+recording time runs with history, and a month of recording holds a month of history.
 
 At 10 thousand, 1 million and 10 million postings (each row posts 2) filling stops and, with
 nothing written in between, the script measures:
@@ -24,8 +26,8 @@ nothing written in between, the script measures:
 - balance as of a past instant: ``ledger.balance_as_of`` of the hot member at the end of
   the batch that reached half their history (mean of 200 calls, checked);
 - statement pages: the hot member's first page and last page of 100 lines (mean of 50);
-- a station's month: ``station_report`` of station s000 for the last whole month of history;
-- a region's clearing: ``clearing`` at city level for that month;
+- a station's month: ``station_report`` of station s000 for the last 30 days recorded;
+- a region's clearing: ``clearing`` at city level for those 30 days;
 - the trial balance of every account (one call: a million accounts);
 - the posting rate: entries a second over the last 10 batches before the checkpoint.
 
@@ -88,6 +90,7 @@ HOT_SERVICE_MINUTES = 2  # a hot service every 150 s of service time
 SERVICE_SHARE = 0.65
 ROW_SECONDS = 6
 HISTORY_START = datetime(2025, 9, 1, tzinfo=UTC)
+RECORDED_AFTER = timedelta(hours=1)
 LOOKUPS = 1_000
 LOOKUP_SEED = 7
 AS_OF_CALLS = 200
@@ -156,6 +159,18 @@ def build(bank: TimeBank, members: int) -> tuple[list[int], list[int]]:
 # ---- history -------------------------------------------------------------------------------
 
 
+class SimulatedClock:
+    """The ledger's clock during the run: history is recorded as it happens (an hour after
+    each batch's last service), so reports over a month of recording time cover a month of
+    history, as in a programme that has run for a year."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 @dataclass
 class Filler:
     """Draws rows, imports them in batches and keeps what the checks need."""
@@ -163,6 +178,7 @@ class Filler:
     bank: TimeBank
     members: list[int]
     elders: list[int]
+    clock: SimulatedClock
     rng: random.Random = field(default_factory=lambda: random.Random(42))
     balances: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
     rows: int = 0
@@ -188,6 +204,7 @@ class Filler:
             line, effect = self._row()
             lines.append(line)
             effects[line.split(",", 1)[0]] = effect
+        self.clock.now = self.last_when + RECORDED_AFTER
         started = time.perf_counter()
         report = self.bank.import_history(
             PROGRAMME, io.StringIO("\n".join(lines) + "\n"), operator=OPERATOR,
@@ -303,7 +320,7 @@ def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
     hot = codes[0]
     as_of_us = _as_of(filler, hot, problems)
     first_ms, last_ms = _pages(filler, hot, problems)
-    month_start, month_end = _last_whole_month(filler.last_when)
+    month_start, month_end = _last_month(filler.clock.now)
     station = timed_calls(lambda: bank.station_report(PROGRAMME, station_code(0),
                                                       start=month_start, end=month_end), 5)
     clearing = timed_calls(lambda: bank.clearing(PROGRAMME, start=month_start, end=month_end,
@@ -376,10 +393,10 @@ def _entry_ids(filler: Filler, code: str) -> list[int]:
             "WHERE a.code = :code ORDER BY p.entry_id"), {"code": code}).scalars())
 
 
-def _last_whole_month(moment: datetime) -> tuple[date, date]:
-    end = date(moment.year, moment.month, 1)
-    start = date(end.year - (end.month == 1), 12 if end.month == 1 else end.month - 1, 1)
-    return start, end
+def _last_month(moment: datetime) -> tuple[date, date]:
+    """The 30 days of recording up to ``moment``'s day, as report periods are given."""
+    end = moment.date() + timedelta(days=1)
+    return end - timedelta(days=30), end
 
 
 def _database_mb(bank: TimeBank, url: URL) -> float:
@@ -405,14 +422,15 @@ class Run:
 
 
 def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
-    bank = TimeBank(Ledger.open(url.render_as_string(hide_password=False)),
+    clock = SimulatedClock(HISTORY_START - timedelta(days=1))
+    bank = TimeBank(Ledger.open(url.render_as_string(hide_password=False), clock=clock),
                     identity_secrets={PROGRAMME: SECRET})
     started = time.perf_counter()
     try:
         print(f"registering {members:,} members", file=sys.stderr, flush=True)
         member_ids, elders = build(bank, members)
         registered = time.perf_counter() - started
-        filler = Filler(bank, member_ids, elders)
+        filler = Filler(bank, member_ids, elders, clock)
         rng = random.Random(LOOKUP_SEED)
         sample = [0, *(rng.randrange(1, members) for _ in range(LOOKUPS))]
         codes = {i: bank.member(member_ids[i]).account for i in sample}

@@ -159,10 +159,10 @@ def register_many(
         wanted = _wanted(data, homes[data["home_site"]].id)
         earlier = found.get(hashed)
         if earlier is not None:
-            fields = differences(dict(earlier._mapping), wanted)
+            fields = differences(earlier, wanted)
             if fields:
-                raise errors.ExistsError("member", earlier.id, fields)
-            ids.append(int(earlier.id))
+                raise errors.ExistsError("member", earlier["id"], fields)
+            ids.append(int(earlier["id"]))
         elif hashed in fresh:
             fields = differences(fresh[hashed][1], wanted)
             if fields:
@@ -203,19 +203,30 @@ def _homes(act: Act, programme_id: int, codes: set[str], operator: str) -> dict[
     return homes
 
 
-def _registered(conn: Connection, programme_id: int, hashes: list[str]) -> dict[str, Row[Any]]:
-    found: dict[str, Row[Any]] = {}
+def _registered(
+    conn: Connection, programme_id: int, hashes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The members already registered under these hashes, with their personal data. Two
+    index look-ups, not a join: a join's plan may read all of the personal data, and most
+    registrations find nobody."""
+    found: dict[str, dict[str, Any]] = {}
     ordered = sorted(set(hashes))
     for start in range(0, len(ordered), IN_LIST_MAX):
         rows = conn.execute(
-            select(members, personal)
-            .join(personal, personal.c.member_id == members.c.id)
-            .where(
+            select(members).where(
                 members.c.programme_id == programme_id,
                 members.c.identity_hash.in_(ordered[start : start + IN_LIST_MAX]),
             )
         )
-        found.update((row.identity_hash, row) for row in rows)
+        found.update((row.identity_hash, dict(row._mapping)) for row in rows)
+    by_id = {row["id"]: row for row in found.values()}
+    ids = sorted(by_id)
+    for start in range(0, len(ids), IN_LIST_MAX):
+        rows = conn.execute(
+            select(personal).where(personal.c.member_id.in_(ids[start : start + IN_LIST_MAX]))
+        )
+        for row in rows:
+            by_id[row.member_id].update(row._mapping)
     return found
 
 
