@@ -117,7 +117,7 @@ def county_of(station: int) -> str:
 # ---- set-up --------------------------------------------------------------------------------
 
 
-def build(bank: TimeBank, members: int) -> tuple[list[int], list[int]]:
+def build(bank: TimeBank, members: int, analyzer: Analyzer) -> tuple[list[int], list[int]]:
     """The province, its sites and members; returns (member ids, elder ids by station)."""
     bank.create_programme(PROGRAMME, "Province", policy=POLICY, root_region="prov",
                           root_region_name="Province", administrator=OPERATOR,
@@ -149,6 +149,7 @@ def build(bank: TimeBank, members: int) -> tuple[list[int], list[int]]:
                       home_site=station_code(n % STATIONS))
             for n in range(first, first + count)
         ], operator=OPERATOR)
+        analyzer.grown_to(len(ids))
         if (first // REGISTER_PER_CALL) % 10 == 9 or first + count == members:
             rate = len(ids) / (time.perf_counter() - started)
             print(f"  registered {len(ids):,} members ({rate:,.0f}/s)", file=sys.stderr,
@@ -157,6 +158,29 @@ def build(bank: TimeBank, members: int) -> tuple[list[int], list[int]]:
 
 
 # ---- history -------------------------------------------------------------------------------
+
+
+class Analyzer:
+    """ANALYZE on PostgreSQL whenever the tables have doubled since the last one (untimed):
+    what autovacuum keeps up on a server that runs it. The machines here run PostgreSQL
+    with autovacuum off, and a planner without statistics takes a seq scan for an index
+    probe as the tables grow."""
+
+    def __init__(self, bank: TimeBank) -> None:
+        self.engine = bank.ledger.engine
+        self.size = 0
+        self.runs = 0
+        self.seconds = 0.0
+
+    def grown_to(self, size: int) -> None:
+        if self.engine.dialect.name != "postgresql" or size < max(2 * self.size, 10_000):
+            return
+        started = time.perf_counter()
+        with self.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        self.size = size
+        self.runs += 1
+        self.seconds += time.perf_counter() - started
 
 
 class SimulatedClock:
@@ -179,6 +203,7 @@ class Filler:
     members: list[int]
     elders: list[int]
     clock: SimulatedClock
+    analyzer: Analyzer
     rng: random.Random = field(default_factory=lambda: random.Random(42))
     balances: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
     rows: int = 0
@@ -220,6 +245,7 @@ class Filler:
         self.entries += report.applied
         self.seconds += seconds
         self.batch_times.append((report.applied, seconds))
+        self.analyzer.grown_to(len(self.members) + self.entries)
         self.hot_marks.append(
             (self.bank.ledger.clock(), self.hot_entries, self.balances[0])
         )
@@ -419,6 +445,8 @@ class Run:
     checkpoints: list[Checkpoint]
     seconds: float
     reasons: Counter[str]
+    analyze_runs: int
+    analyze_seconds: float
 
 
 def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
@@ -428,9 +456,10 @@ def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
     started = time.perf_counter()
     try:
         print(f"registering {members:,} members", file=sys.stderr, flush=True)
-        member_ids, elders = build(bank, members)
-        registered = time.perf_counter() - started
-        filler = Filler(bank, member_ids, elders, clock)
+        analyzer = Analyzer(bank)
+        member_ids, elders = build(bank, members, analyzer)
+        registered = time.perf_counter() - started - analyzer.seconds
+        filler = Filler(bank, member_ids, elders, clock, analyzer)
         rng = random.Random(LOOKUP_SEED)
         sample = [0, *(rng.randrange(1, members) for _ in range(LOOKUPS))]
         codes = {i: bank.member(member_ids[i]).account for i in sample}
@@ -443,7 +472,8 @@ def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
             print(f"  {checkpoints[-1]}", file=sys.stderr, flush=True)
     finally:
         bank.dispose()
-    return Run(members, registered, checkpoints, time.perf_counter() - started, filler.reasons)
+    return Run(members, registered, checkpoints, time.perf_counter() - started, filler.reasons,
+               analyzer.runs, analyzer.seconds)
 
 
 def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[str]) -> str:
@@ -471,7 +501,10 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
         "",
         f"{result.members:,} members registered in {result.register_seconds:,.0f} s "
         f"({result.members / result.register_seconds:,.0f} a second, calls of "
-        f"{REGISTER_PER_CALL:,}); whole run {result.seconds:,.0f} s.",
+        f"{REGISTER_PER_CALL:,}); whole run {result.seconds:,.0f} s"
+        + (f", of which {result.analyze_runs} untimed ANALYZE runs took "
+           f"{result.analyze_seconds:,.0f} s (whenever the tables had doubled: autovacuum "
+           "is off on this server)" if result.analyze_runs else "") + ".",
         "",
         *lines,
         "",

@@ -386,6 +386,18 @@ def test_import_and_simulate(ready: tuple[Cli, str], tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text(f"{header}\n{bad}\n")
     rejected = cli("import", "bad.csv", "-p", "nj", "-o", "desk1", "--json", code=EXIT_REFUSED)
     assert json.loads(rejected.stdout)["rejected"][0]["line"] == 2
+    # One good row after the bad one: rolled back with it, unless --skip-rejected; the rows
+    # method judges alike.
+    good = line.replace("old-1", "old-3").replace("09:00:00", "11:00:00").replace(
+        "10:00:00", "12:00:00")
+    (tmp_path / "mixed.csv").write_text(f"{header}\n{bad}\n{good}\n")
+    for method in ("rows", "bulk"):
+        kept = json.loads(cli("import", "mixed.csv", "-p", "nj", "-o", "desk1", "--json",
+                              "--method", method, code=EXIT_REFUSED).stdout)
+        assert (kept["applied"], kept["rolled_back"]) == (0, 1)
+    skipped = json.loads(cli("import", "mixed.csv", "-p", "nj", "-o", "desk1", "--json",
+                             "--skip-rejected", code=EXIT_REFUSED).stdout)
+    assert (skipped["applied"], skipped["rolled_back"], len(skipped["rejected"])) == (1, 0, 1)
     sim = Cli(tmp_path, environment(f"sqlite:///{tmp_path / 'sim.db'}"))
     # Never into TIMEBANK_DATABASE_URL (a real bank's): --db is required.
     assert "Missing option '--db'" in sim("simulate", code=EXIT_USAGE).stderr

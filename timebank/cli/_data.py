@@ -84,10 +84,16 @@ def _replacing(path: Path) -> Iterator[TextIO]:
 @click.option("--batch-rows", type=click.IntRange(min=1),
               help="Commit every N rows (a batch with a rejected row is rolled back whole) "
               "[default: the whole file or nothing].")
-def import_(source: TextIO, programme: str, operator: str, confirm_operator: str | None,
-            batch_rows: int | None) -> None:
-    """Import a programme's history from a CSV file (- for stdin); a row already imported
-    (same key, same content) is not written again. Exits 4 when any row is rejected.
+@click.option("--skip-rejected", is_flag=True,
+              help="Commit a batch's accepted rows even when others were rejected.")
+@click.option("--method", type=click.Choice(["bulk", "rows"]), default="bulk", show_default=True,
+              help="bulk: judged in memory, written in many-row statements; rows: each row "
+              "through the one-at-a-time API.")
+def import_(source: TextIO, programme: str, operator: str, confirm_operator: str | None,  # noqa: PLR0917 - one per option
+            batch_rows: int | None, skip_rejected: bool, method: str) -> None:
+    """Import a programme's history (services, redemptions, gifts) from a CSV file (- for
+    stdin); a row already imported (same key, same content) is not written again. Exits 4
+    when any row is rejected.
 
     \b
     Example:
@@ -97,7 +103,8 @@ def import_(source: TextIO, programme: str, operator: str, confirm_operator: str
     with reading(source, f"importing {source.name}") as tracked:
         result = bank.import_history(
             programme, tracked, operator=operator, confirm_operator=confirm_operator,
-            batch_rows=batch_rows,
+            batch_rows=batch_rows, skip_rejected=skip_rejected,
+            method="rows" if method == "rows" else "bulk",
         )
     emit(result, text=_import_text(result.model_dump(mode="json")))
     if not result.ok:
