@@ -29,7 +29,10 @@ nothing written in between, the script measures:
 - a station's month: ``station_report`` of station s000 for the last 30 days recorded;
 - a region's clearing: ``clearing`` at city level for those 30 days;
 - the trial balance of every account (one call: a million accounts);
-- the posting rate: entries a second over the last 10 batches before the checkpoint.
+- the posting rate: entries a second over the last 10 batches before the checkpoint;
+- how the two reports reach the history: every SELECT they run is EXPLAINed, and the table
+  names the history tables (journal, postings, services, redemptions, lots, lot uses) some
+  plan reads whole, "none" when every one is reached through an index.
 
 Every balance read is checked against the array. Results (with database size per entry and
 the peak resident memory) go to benchmarks/results/bank-scale-<backend>-<date>.md.
@@ -55,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, event, make_url, text
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
@@ -314,6 +317,8 @@ class Checkpoint:
     clearing_month_ms: float
     trial_ms: float
     accounts: int
+    station_scans: tuple[str, ...]
+    clearing_scans: tuple[str, ...]
     problems: tuple[str, ...]
 
 
@@ -351,6 +356,10 @@ def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
                                                       start=month_start, end=month_end), 5)
     clearing = timed_calls(lambda: bank.clearing(PROGRAMME, start=month_start, end=month_end,
                                                  level="city"), 5)
+    station_scans = scanned_tables(bank, lambda: bank.station_report(
+        PROGRAMME, station_code(0), start=month_start, end=month_end))
+    clearing_scans = scanned_tables(bank, lambda: bank.clearing(
+        PROGRAMME, start=month_start, end=month_end, level="city"))
     trial_calls = timed_calls(ledger.trial_balance, 1)
     trial = ledger.trial_balance()
     if trial.total_minutes != 0:
@@ -373,8 +382,47 @@ def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
         clearing_month_ms=statistics.median(clearing) * 1e3,
         trial_ms=trial_calls[0] * 1e3,
         accounts=len(trial.lines),
+        station_scans=tuple(station_scans),
+        clearing_scans=tuple(clearing_scans),
         problems=tuple(problems),
     )
+
+
+#: Tables that grow with history: a report may read a period of them, never all of them.
+HISTORY_TABLES = ("tb_entries", "tb_postings", "tb_services", "tb_redemptions", "tb_lot_uses",
+                  "tb_lots", "tb_service_recipients")
+
+
+def scanned_tables(bank: TimeBank, action: Callable[[], object]) -> list[str]:
+    """Run ``action``, then ask the database for the plan of every statement it ran: the
+    history tables some statement reads whole (a sequential scan), none when every one of
+    them is reached through an index."""
+    engine = bank.ledger.engine
+    statements: list[tuple[str, object]] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, parameters: object,
+                 _context: object, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    sqlite = engine.dialect.name == "sqlite"
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            rows = conn.exec_driver_sql(explain + statement, parameters).all()  # type: ignore[arg-type]
+            plan = "\n".join(str(row[-1]) for row in rows)
+            for table in HISTORY_TABLES:
+                pattern = (rf"\bSCAN {table}\b(?! USING)" if sqlite
+                           else rf"Seq Scan on {table}\b")
+                if re.search(pattern, plan):
+                    found.add(table)
+    return sorted(found)
 
 
 def _as_of(filler: Filler, code: str, problems: list[str]) -> float:
@@ -481,9 +529,10 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
         "| postings | entries | refused | hot postings | fill s | posting rate entries/s "
         "| DB MB | bytes per entry | peak RSS MB | balance p50 µs | balance p99 µs "
         "| balance as of µs | first page ms | last page ms | station month ms "
-        "| city clearing ms | trial balance ms (accounts) | check |"
+        "| city clearing ms | trial balance ms (accounts) | history tables read whole "
+        "| check |"
     )
-    lines = [head, "|" + "--:|" * 17 + "---|"]
+    lines = [head, "|" + "--:|" * 17 + "---|---|"]
     for c in result.checkpoints:
         lines.append(
             f"| {c.postings:,} | {c.entries:,} | {c.refused:,} | {c.hot_postings:,} "
@@ -492,6 +541,8 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
             f"| {c.lookup_p50_us:,.0f} | {c.lookup_p99_us:,.0f} | {c.as_of_us:,.0f} "
             f"| {c.first_page_ms:,.2f} | {c.last_page_ms:,.2f} | {c.station_month_ms:,.1f} "
             f"| {c.clearing_month_ms:,.1f} | {c.trial_ms:,.0f} ({c.accounts:,}) "
+            f"| station: {', '.join(c.station_scans) or 'none'}; clearing: "
+            f"{', '.join(c.clearing_scans) or 'none'} "
             f"| {'; '.join(c.problems) or 'ok'} |"
         )
     return "\n".join([

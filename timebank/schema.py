@@ -207,6 +207,8 @@ class Entry(Base):
             postgresql_where=text("reverses_entry_id IS NOT NULL"),
             sqlite_where=text("reverses_entry_id IS NOT NULL"),
         ),
+        # Reports over a period of recording find its entries without reading the journal.
+        Index("ix_tb_entries_recorded_at", "recorded_at"),
     )
 
 

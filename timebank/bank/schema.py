@@ -264,6 +264,8 @@ class Service(Base):
         ),
         Index("ix_tb_services_volunteer_id_started_at", "volunteer_id", "started_at"),
         Index("ix_tb_services_status_ended_at", "status", "ended_at"),
+        # A station's report: the services recorded there in a period.
+        Index("ix_tb_services_site_id_recorded_at", "site_id", "recorded_at"),
     )
 
 
