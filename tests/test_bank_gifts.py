@@ -114,3 +114,39 @@ def test_gift_refusals(world: World) -> None:
     world.bank.set_member_status(world.members["grandma"], "deceased", reason="passed away",
                                  operator="gy-admin")
     refused(world, MemberStateError, lambda: give(world, "g1", "grandma", 10))
+
+
+def test_a_gift_dated_in_the_past(world: World) -> None:
+    """``occurred_at``: the policy of that day judges the gift and its year's limit counts
+    it; today's storage cap applies; never later than now, never before this calendar
+    year; a replay with another date is a conflict."""
+    clock = world.clock
+    capped = POLICY.model_copy(update={"storage_cap_minutes": 40, "gift_relations":
+                                       frozenset({"child", "parent", "friend"})})
+    world.bank.set_policy(PROGRAMME, capped, effective_from=clock.now, operator="admin")
+    clock.advance(hours=1)
+    yesterday = clock.now - timedelta(days=1)  # under version 1: no cap, no friends
+    refused(world, LimitExceededError, lambda: give(world, "g1", "grandma", 41,
+                                                    occurred_at=yesterday),
+            match="storage cap")  # today's cap
+    gift = give(world, "g1", "grandma", 40, occurred_at=yesterday)
+    assert gift.occurred_at == yesterday
+    # The same gift again is a replay; with another date, a conflict naming it.
+    assert give(world, "g1", "grandma", 40, occurred_at=yesterday).id == gift.id
+    assert give(world, "g1", "grandma", 40).id == gift.id  # no date given: not compared
+    refused(world, IdempotencyConflictError,
+            lambda: give(world, "g1", "grandma", 40, occurred_at=yesterday - timedelta(hours=1)),
+            match="occurred_at")
+    # Yesterday's policy let wang give to relatives only; today's to his friend li too.
+    refused(world, PolicyViolationError, lambda: give(world, "g2", "li", 1,
+                                                      occurred_at=yesterday))
+    give(world, "g2", "li", 1)
+    refused(world, InvalidInputError, lambda: give(world, "g3", "li", 1,
+                                                   occurred_at=clock.now + timedelta(minutes=1)),
+            match="when it was given")
+    last_year = clock.now.replace(year=clock.now.year - 1, month=12, day=30)
+    refused(world, InvalidInputError, lambda: give(world, "g3", "li", 1, occurred_at=last_year),
+            match="before this calendar year is brought in by a history import")
+    refused(world, InvalidInputError, lambda: give(world, "g3", "li", 1,
+                                                   occurred_at=yesterday.replace(tzinfo=None)),
+            match="timezone-aware")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
@@ -27,9 +28,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+    bind = op.get_bind()
+    if bind.dialect.name in ("mysql", "mariadb"):
         # InnoDB dropped the index it had made for the foreign key on site_id when the new
-        # index began to serve it; it must be back before the new one can go.
-        op.create_index("fk_tb_services_site_id_tb_sites", "tb_services", ["site_id"])
+        # index began to serve it; one must be back before the new one can go (unless an
+        # earlier downgrade left it there: InnoDB keeps an index it did not make).
+        present = {ix["name"] for ix in sa.inspect(bind).get_indexes("tb_services")}
+        if "fk_tb_services_site_id_tb_sites" not in present:
+            op.create_index("fk_tb_services_site_id_tb_sites", "tb_services", ["site_id"])
     op.drop_index("ix_tb_services_site_id_recorded_at", table_name="tb_services")
     op.drop_index("ix_tb_entries_recorded_at", table_name="tb_entries")

@@ -19,9 +19,10 @@ Ids that rows refer to (services: the key of their deposit entry; lots: their us
 lots a gift makes from them) are reserved up front, so it runs where ids can be reserved:
 PostgreSQL and SQLite (MariaDB imports with the row engine).
 
-One difference from the row engine, documented: a key already used is a replay only when
-the earlier row is complete (a confirmed service, a redemption, a gift) with the same
-content; a pending, rejected or reversed service under the key is rejected with the reason.
+One difference from the row engine, documented: a key whose service is still pending is
+rejected with the reason (the row engine confirms it). A confirmed or reversed service, a
+redemption or a gift with the same content is a replay, and a rejected service a
+rejection, as there.
 """
 
 from __future__ import annotations
@@ -563,9 +564,9 @@ class _Batch:
         return self.accounts[account_id]
 
     def check_legs(self, legs: dict[int, int]) -> None:
-        """Refuse what the ledger would refuse for these legs (account id -> minutes)."""
-        ordered = sorted(legs.items(), key=lambda leg: self.account(leg[0]).code)
-        for account_id, amount in ordered:
+        """Refuse what the ledger would refuse for these legs (account id -> minutes), leg
+        by leg in the command's order, as the ledger checks them."""
+        for account_id, amount in legs.items():
             refusal = self.account(account_id).refusal(amount)
             if refusal is not None:
                 raise _Refused(refusal)
@@ -698,11 +699,11 @@ class _Batch:
                     f"service {stored.id} with key {row.key!r} was rejected: {stored.reason}"
                 )
             )
-        if stored.status != "confirmed":
+        if stored.status == "pending":
             raise _Refused(
                 errors.ServiceStateError(
-                    f"service {stored.id} with key {row.key!r} is {stored.status}: the bulk "
-                    "import replays confirmed services only (confirm it, or import with "
+                    f"service {stored.id} with key {row.key!r} is pending: the bulk import "
+                    "confirms no service recorded before it (confirm it, or import with "
                     "method='rows')"
                 )
             )
@@ -1053,7 +1054,7 @@ class _Batch:
         stored = self.stored["gift"].get(row.key)
         if stored is not None:
             wanted = {"giver_id": row.member, "receiver_id": receiver_id, "minutes": row.minutes}
-            fields = [n for n, v in wanted.items() if getattr(stored, n) != v]
+            fields = _gifts.replay_differences(stored, wanted, row.started_at)
             if fields:
                 raise _Refused(errors.IdempotencyConflictError(row.key, fields))
             return False
@@ -1064,7 +1065,7 @@ class _Batch:
         self._gift_people(giver, receiver, policy)
         assert row.minutes is not None
         self._yearly_limit(row, policy)
-        self._room(receiver, row.minutes, policy)
+        self._room(receiver, row.minutes, self.policy_now[1])
         legs = {giver.account_id: -row.minutes, receiver.account_id: row.minutes}
         self._pay(row, legs)
         entry = self.post(

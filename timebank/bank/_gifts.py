@@ -32,7 +32,7 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
     wanted = {k: data[k] for k in _COMPARED}
     replay = act.conn.execute(select(gifts).where(gifts.c.idempotency_key == key)).first()
     if replay is not None:
-        fields = [name for name, value in wanted.items() if getattr(replay, name) != value]
+        fields = replay_differences(replay, wanted, data.get("occurred_at"))
         if fields:
             raise errors.IdempotencyConflictError(key, fields)
         return int(replay.id)
@@ -42,9 +42,17 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         raise errors.InvalidInputError("a gift is recorded when it was given")
     receiver = member_row(act.conn, data["receiver_id"])
     _, policy = policy_at(act.conn, programme.id, occurred_at)
+    _, policy_now = policy_at(act.conn, programme.id, act.now)
+    if not data.get("history") and occurred_at < calendar_year(act.now, policy_now)[0]:
+        # Each year has its own limit: dating a gift back into a year already closed would
+        # spend that year's allowance again. Migrations bring such gifts in a history file.
+        raise errors.InvalidInputError(
+            "a gift dated before this calendar year is brought in by a history import"
+        )
     _check(act.conn, programme.id, giver, receiver, policy)
     check_yearly_limit(act.conn, giver.id, data["minutes"], policy, occurred_at)
-    require_room(act, receiver, data["minutes"], policy)
+    # The cap limits what a member holds now, whenever the gift was given.
+    require_room(act, receiver, data["minutes"], policy_now)
     entry = act.tx.transfer(
         f"gift:{key}",
         debit=account_code(act.conn, giver.account_id),
@@ -70,6 +78,17 @@ def give(act: Act, programme_code: str, key: str, data: dict[str, Any], operator
         .returning(gifts.c.id)
     ).scalar_one()
     return gift_id
+
+
+def replay_differences(
+    stored: Row[Any], wanted: dict[str, Any], occurred_at: datetime | None
+) -> list[str]:
+    """The fields in which a gift sent again differs from the stored one; its date counts
+    when the call gives one (a gift given "now" is not compared by the instant)."""
+    fields = [name for name, value in wanted.items() if getattr(stored, name) != value]
+    if occurred_at is not None and stored.occurred_at != occurred_at:
+        fields.append("occurred_at")
+    return fields
 
 
 def _check(

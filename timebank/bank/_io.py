@@ -677,6 +677,7 @@ def _apply_row(
             "receiver_id": row.recipients[0],
             "minutes": row.minutes,
             "occurred_at": row.started_at,
+            "history": True,
         }
         _gifts.give(act, programme, row.key, gift, operator)
         return existed_gift is None

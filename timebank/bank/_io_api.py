@@ -108,8 +108,8 @@ class IOMixin:
         a few set-wise queries and writes it in many-row statements (``COPY`` on
         PostgreSQL); ``method="rows"`` runs every row through the one-at-a-time API under
         a savepoint. Both accept and reject the same rows with the same reasons, except
-        that the bulk method replays a key only when its earlier row is complete (a
-        confirmed service): the rows method confirms a pending one. On MariaDB both run
+        that a key whose service is still pending is rejected by the bulk method (the rows
+        method confirms it). On MariaDB both run
         the rows method (ids cannot be reserved there up front).
 
         An unknown programme or operator, or an auditor, raises before the file is read; a

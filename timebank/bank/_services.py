@@ -148,6 +148,7 @@ def _check_overlap(conn: Connection, volunteer_id: int, start: datetime, end: da
             services.c.started_at < end,
             services.c.ended_at > start,
         )
+        .order_by(services.c.id)  # the same service named whatever the plan
         .limit(1)
     ).scalar()
     if other is not None:

@@ -492,8 +492,10 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         """Give minutes to a relative (``Policy.gift_relations``), within the yearly limit
         (``Policy.gift_yearly_limit_minutes``). Entered by a recorder of the giver's home
         station. The minutes keep their lots' origin, earned day and expiry.
-        ``occurred_at`` (default now, never later) dates a gift recorded after it was
-        given: the policy in force then judges it, and it counts in that year's limit."""
+        ``occurred_at`` (default now, never later, not before this calendar year) dates a
+        gift recorded after it was given: the policy in force then judges it (the storage
+        cap is today's) and it counts in that year's limit. Earlier gifts come in by
+        :meth:`import_history`."""
         _key(idempotency_key)
         require(occurred_at is None or _aware(occurred_at), "occurred_at must be timezone-aware")
         for member in (giver_id, receiver_id):
