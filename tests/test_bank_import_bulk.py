@@ -121,12 +121,13 @@ def history(rng: random.Random, world: World, rows: int, keys: list[str]) -> str
     return "\n".join(lines) + "\n"
 
 
-def imported(  # noqa: PLR0913 - the import's choices
+def imported(
     bank: TimeBank,
     text: str,
     method: ImportMethod,
     batch_rows: int | None,
     skip: bool,
+    *,
     confirmer: str | None = None,
 ) -> ImportReport:
     return bank.import_history(
@@ -168,8 +169,8 @@ def test_bulk_and_rows_agree_row_for_row(
             skip = number in (0, len(files)) or rng.random() < 0.6
             # A confirmer of one station only: services elsewhere are refused its confirmation.
             confirmer = rng.choice((None, "conf-sw"))
-            by_rows = imported(rows_world.bank, text, "rows", batch_rows, skip, confirmer)
-            by_bulk = imported(bulk_world.bank, text, "bulk", batch_rows, skip, confirmer)
+            by_rows = imported(rows_world.bank, text, "rows", batch_rows, skip, confirmer=confirmer)
+            by_bulk = imported(bulk_world.bank, text, "bulk", batch_rows, skip, confirmer=confirmer)
             assert by_bulk == by_rows
             rejected += len(by_rows.rejected)
             applied += by_rows.applied
