@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
@@ -16,6 +16,43 @@ from timebank import errors
 from timebank._bulk import RawMany, driver_execute
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.schema import accounts, holds
+
+
+class Limited(Protocol):
+    """What the limit check reads of an account."""
+
+    code: str
+    floor_minutes: int | None
+    ceiling_minutes: int | None
+    posted_minutes: int
+    held_out_minutes: int
+    held_in_minutes: int
+
+
+def limit_refusal(account: Limited, amount_minutes: int) -> errors.LimitExceededError | None:
+    """Why posting ``amount_minutes`` would take ``account`` past its floor or ceiling (holds
+    count), or None. The ledger's check, and the bulk import's before it writes."""
+    if amount_minutes < 0 and account.floor_minutes is not None:
+        available = account.posted_minutes - account.held_out_minutes - account.floor_minutes
+        if -amount_minutes > available:
+            return errors.LimitExceededError(
+                account.code,
+                limit="floor",
+                limit_minutes=account.floor_minutes,
+                available_minutes=available,
+                requested_minutes=-amount_minutes,
+            )
+    elif amount_minutes > 0 and account.ceiling_minutes is not None:
+        room = account.ceiling_minutes - account.posted_minutes - account.held_in_minutes
+        if amount_minutes > room:
+            return errors.LimitExceededError(
+                account.code,
+                limit="ceiling",
+                limit_minutes=account.ceiling_minutes,
+                available_minutes=room,
+                requested_minutes=amount_minutes,
+            )
+    return None
 
 
 @dataclass(slots=True)
@@ -44,26 +81,9 @@ class LockedAccount:
 
     def apply(self, amount_minutes: int) -> int:
         """Post ``amount_minutes`` after checking the limits; return the running balance."""
-        if amount_minutes < 0 and self.floor_minutes is not None:
-            available = self.posted_minutes - self.held_out_minutes - self.floor_minutes
-            if -amount_minutes > available:
-                raise errors.LimitExceededError(
-                    self.code,
-                    limit="floor",
-                    limit_minutes=self.floor_minutes,
-                    available_minutes=available,
-                    requested_minutes=-amount_minutes,
-                )
-        elif amount_minutes > 0 and self.ceiling_minutes is not None:
-            room = self.ceiling_minutes - self.posted_minutes - self.held_in_minutes
-            if amount_minutes > room:
-                raise errors.LimitExceededError(
-                    self.code,
-                    limit="ceiling",
-                    limit_minutes=self.ceiling_minutes,
-                    available_minutes=room,
-                    requested_minutes=amount_minutes,
-                )
+        refusal = limit_refusal(self, amount_minutes)
+        if refusal is not None:
+            raise refusal
         self.posted_minutes += amount_minutes
         self.version += 1
         return self.posted_minutes

@@ -30,7 +30,8 @@ from __future__ import annotations
 import bisect
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -49,8 +50,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from timebank import errors
+from timebank._accounts import limit_refusal
 from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
-from timebank.bank import _gifts, _pools
+from timebank.bank import _gifts, _pools, _redeem, _services
 from timebank.bank._ctx import Act, programme_row
 from timebank.bank._io import (
     BatchOutcome,
@@ -61,8 +63,7 @@ from timebank.bank._io import (
     short_of_minutes,
 )
 from timebank.bank._org import Actor, actor, permit
-from timebank.bank.limits import RECIPIENTS_PER_SERVICE_MAX
-from timebank.bank.models import INVERSE_RELATION, Policy, Role, age_on, credited_minutes
+from timebank.bank.models import Policy, Role
 from timebank.bank.schema import (
     confirmations,
     gifts,
@@ -186,37 +187,17 @@ class _Account:
     id: int
     code: str
     status: str
-    floor: int | None
-    ceiling: int | None
-    posted: int
-    held_out: int
-    held_in: int
+    floor_minutes: int | None
+    ceiling_minutes: int | None
+    posted_minutes: int
+    held_out_minutes: int
+    held_in_minutes: int
 
     def refusal(self, amount: int) -> errors.TimebankError | None:
         """What the ledger would refuse posting ``amount`` for (its checks, its messages)."""
         if self.status != "open":
             return errors.AccountStateError(f"account {self.code!r} is {self.status}")
-        if amount < 0 and self.floor is not None:
-            available = self.posted - self.held_out - self.floor
-            if -amount > available:
-                return errors.LimitExceededError(
-                    self.code,
-                    limit="floor",
-                    limit_minutes=self.floor,
-                    available_minutes=available,
-                    requested_minutes=-amount,
-                )
-        elif amount > 0 and self.ceiling is not None:
-            room = self.ceiling - self.posted - self.held_in
-            if amount > room:
-                return errors.LimitExceededError(
-                    self.code,
-                    limit="ceiling",
-                    limit_minutes=self.ceiling,
-                    available_minutes=room,
-                    requested_minutes=amount,
-                )
-        return None
+        return limit_refusal(self, amount)
 
 
 @dataclass(slots=True, eq=False)
@@ -259,6 +240,17 @@ class _Refused(Exception):
     def __init__(self, error: errors.TimebankError | str) -> None:
         super().__init__(str(error))
         self.reason = str(error)
+
+
+@contextmanager
+def _refusing() -> Iterator[None]:
+    """Turn the shared rules' refusals into the row's (errors of the database propagate)."""
+    try:
+        yield
+    except errors.StorageError:
+        raise
+    except errors.TimebankError as refusal:
+        raise _Refused(refusal) from None
 
 
 class _Batch:
@@ -574,7 +566,7 @@ class _Batch:
     def post(self, command: EntryCommand | TransferCommand, legs: dict[int, int]) -> int:
         """Move the accounts and queue the entry; returns its index in the batch."""
         for account_id, amount in legs.items():
-            self.accounts[account_id].posted += amount
+            self.accounts[account_id].posted_minutes += amount
         self.writes.commands.append(command)
         return len(self.writes.commands) - 1
 
@@ -626,28 +618,13 @@ class _Batch:
         stored = self.stored["service"].get(row.key)
         if stored is not None:
             return self._service_replay(row, stored, site)
-        self._service_shape(row, site)
         version, policy = self.policy_at(row.started_at)
-        kind = policy.service_types.get(row.service_type)
-        if kind is None:
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"service type {row.service_type!r} is not in the catalogue of policy "
-                    f"version {version}"
-                )
+        with _refusing():
+            _services.check_shape(
+                site, row.started_at, row.ended_at, self.act.now, row.recipients, row.member
             )
-        raw = int((row.ended_at - row.started_at) / timedelta(minutes=1))
-        if raw > policy.service_minutes_max:
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"a service of {raw} minutes is longer than the {policy.service_minutes_max} "
-                    "the policy allows"
-                )
-            )
-        credited = credited_minutes(raw, kind.weight_permille)
-        if credited < 1:
-            raise _Refused(
-                errors.PolicyViolationError(f"{raw} minutes of {row.service_type} credit nothing")
+            kind, raw, credited = _services.credit(
+                policy, version, row.service_type, row.started_at, row.ended_at
             )
         volunteer = self.member(row.member)
         recipients = sorted(set(row.recipients))
@@ -716,37 +693,10 @@ class _Batch:
             )
         return False
 
-    def _service_shape(self, row: HistoryRow, site: Row[Any]) -> None:
-        assert row.ended_at is not None
-        now = self.act.now
-        recipients = set(row.recipients)
-        problem = None
-        if site.kind == "institution":
-            problem = f"{site.code!r} is an institution: services are recorded at stations"
-        elif row.ended_at <= row.started_at:
-            problem = "a service ends after it starts"
-        elif row.started_at > now:
-            problem = "a service cannot start in the future"
-        elif row.ended_at > now:
-            problem = "a service is recorded once it has ended"
-        elif not 1 <= len(recipients) <= RECIPIENTS_PER_SERVICE_MAX:
-            problem = f"a service has 1 to {RECIPIENTS_PER_SERVICE_MAX} distinct recipients"
-        elif row.member in recipients:
-            problem = "a volunteer cannot serve themselves"
-        if problem is not None:
-            raise _Refused(errors.InvalidInputError(problem))
-
     def _service_people(self, volunteer: Row[Any], recipients: list[int]) -> None:
         self.require_active([volunteer.id, *recipients])
-        if volunteer.acts_as == "recipient":
-            raise _Refused(
-                errors.MemberStateError(f"member {volunteer.id} is registered as a recipient only")
-            )
-        for member_id in recipients:
-            if self.members[member_id].acts_as == "volunteer":
-                raise _Refused(
-                    errors.MemberStateError(f"member {member_id} is registered as a volunteer only")
-                )
+        with _refusing():
+            _services.check_roles(volunteer, [self.members[m] for m in recipients])
 
     def _overlap(self, row: HistoryRow) -> None:
         assert row.ended_at is not None
@@ -763,7 +713,7 @@ class _Batch:
         kept, excess = credited, 0
         cap = self.policy_now[1].storage_cap_minutes
         if cap is not None:
-            room = max(cap - account.posted, 0)
+            room = max(cap - account.posted_minutes, 0)
             if self.policy_now[1].cap_excess == "refuse" and credited > room:
                 raise _Refused(
                     errors.CapExceededError(
@@ -999,49 +949,18 @@ class _Batch:
     def _redemption_people(
         self, member: Row[Any], recipient: Row[Any], policy: Policy, when: datetime
     ) -> None:
-        for person in (member, recipient):
-            if person.programme_id != self.programme.id:
-                raise _Refused(errors.BankObjectNotFoundError("member", person.id))
-            if person.status != "active":
-                raise _Refused(errors.MemberStateError(f"member {person.id} is {person.status}"))
-        if policy.groups_donate_only and member.kind == "group":
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"member {member.id} is a group: the policy lets groups only donate "
-                    "their minutes"
-                )
-            )
+        relation = None
         if recipient.id != member.id:
-            spouse = self.relations.get((recipient.id, member.id))
-            if not (policy.spouse_redeems and spouse == "spouse"):
-                raise _Refused(
-                    errors.PolicyViolationError(
-                        f"member {member.id}'s minutes pay for their own care"
-                        + (" or their spouse's" if policy.spouse_redeems else "")
-                        + f", not member {recipient.id}'s"
-                    )
-                )
-        age = age_on(self.born[recipient.id], policy.local_date(when))
-        by_age = policy.redemption_min_age is not None and age >= policy.redemption_min_age
-        by_need = policy.need_redeems and bool(recipient.assessed_need)
-        if policy.redemption_rule == "age_and_need":
-            if not (by_age and by_need):
-                raise _Refused(
-                    errors.PolicyViolationError(
-                        f"member {recipient.id} is {age}"
-                        + ("" if recipient.assessed_need else ", not assessed in need")
-                        + f": care is redeemed from age {policy.redemption_min_age} with an "
-                        "assessed need"
-                    )
-                )
-            return
-        if not (by_age or by_need):
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"member {recipient.id} is {age}: care is redeemed from age "
-                    f"{policy.redemption_min_age}"
-                    + (" or with an assessed need" if policy.need_redeems else "")
-                )
+            relation = self.relations.get((recipient.id, member.id))
+        with _refusing():
+            _redeem.judge_people(
+                self.programme.id,
+                member,
+                recipient,
+                policy,
+                when,
+                relation=relation,
+                born=self.born[recipient.id],
             )
 
     def gift(self, row: HistoryRow) -> bool:
@@ -1119,29 +1038,13 @@ class _Batch:
         return found
 
     def _gift_people(self, giver: Row[Any], receiver: Row[Any], policy: Policy) -> None:
-        if receiver.id == giver.id:
-            raise _Refused(errors.InvalidInputError("a gift goes to somebody else"))
-        if receiver.programme_id != self.programme.id:
-            raise _Refused(errors.BankObjectNotFoundError("member", receiver.id))
-        for person in (giver, receiver):
-            if person.status != "active":
-                raise _Refused(errors.MemberStateError(f"member {person.id} is {person.status}"))
-        if policy.groups_donate_only and giver.kind == "group":
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"member {giver.id} is a group: the policy lets groups only donate "
-                    "their minutes"
-                )
-            )
-        kind = self.relations.get((giver.id, receiver.id))
-        receiver_is = None if kind is None else INVERSE_RELATION[kind]
-        if receiver_is not in policy.gift_relations:
-            allowed = ", ".join(sorted(policy.gift_relations))
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"member {giver.id} may give to their {allowed}; member {receiver.id} is "
-                    + ("no relation" if receiver_is is None else f"their {receiver_is}")
-                )
+        with _refusing():
+            _gifts.judge(
+                self.programme.id,
+                giver,
+                receiver,
+                policy,
+                self.relations.get((giver.id, receiver.id)),
             )
 
     def _yearly_limit(self, row: HistoryRow, policy: Policy) -> None:
@@ -1151,20 +1054,15 @@ class _Batch:
         start, end = _gifts.calendar_year(row.started_at, policy)
         given = sum(m for when, m in self.given[row.member] if start <= when < end)
         assert row.minutes is not None
-        if given + row.minutes > limit:
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"member {row.member} has given {given} of the {limit} minutes a year allows; "
-                    f"{limit - given} remain, {row.minutes} asked"
-                )
-            )
+        with _refusing():
+            _gifts.within_limit(row.member, given, row.minutes, limit)
 
     def _room(self, receiver: Row[Any], minutes: int, policy: Policy) -> None:
         cap = policy.storage_cap_minutes
         if cap is None:
             return
         account = self.account(receiver.account_id)
-        room = max(cap - account.posted, 0)
+        room = max(cap - account.posted_minutes, 0)
         if minutes > room:
             raise _Refused(
                 errors.CapExceededError(

@@ -94,6 +94,19 @@ def replay_differences(
 def _check(
     conn: Connection, programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy
 ) -> None:
+    kind = conn.execute(
+        select(relations.c.kind).where(
+            relations.c.member_id == giver.id, relations.c.other_id == receiver.id
+        )
+    ).scalar()
+    judge(programme_id, giver, receiver, policy, kind)
+
+
+def judge(
+    programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy, kind: str | None
+) -> None:
+    """Whether ``giver`` may give to ``receiver`` (pure: the row engine and the bulk import
+    both judge with it). ``kind`` is what the giver is to the receiver."""
     if receiver.id == giver.id:
         raise errors.InvalidInputError("a gift goes to somebody else")
     if receiver.programme_id != programme_id:
@@ -105,11 +118,6 @@ def _check(
         raise errors.PolicyViolationError(
             f"member {giver.id} is a group: the policy lets groups only donate their minutes"
         )
-    kind = conn.execute(
-        select(relations.c.kind).where(
-            relations.c.member_id == giver.id, relations.c.other_id == receiver.id
-        )
-    ).scalar()
     # The row says what the giver is to the receiver; the policy names what the receiver is
     # to the giver (a gift to one's mother goes to a parent).
     receiver_is = None if kind is None else INVERSE_RELATION[kind]
@@ -145,7 +153,11 @@ def check_yearly_limit(
             vouchers.c.created_at < year_end,
         )
     ).scalar_one()
-    given = int(given) + int(sent)
+    within_limit(giver_id, int(given) + int(sent), minutes, limit)
+
+
+def within_limit(giver_id: int, given: int, minutes: int, limit: int) -> None:
+    """Refuse a gift past the yearly limit, ``given`` being what the year already counts."""
     if given + minutes > limit:
         raise errors.PolicyViolationError(
             f"member {giver_id} has given {given} of the {limit} minutes a year allows; "

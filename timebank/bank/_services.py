@@ -3,6 +3,7 @@ rejected, confirmed automatically when due, or reversed by an administrator."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import Actor, actor, authorize, policy_at, site_row
 from timebank.bank._people import member_row, require_active
 from timebank.bank.limits import RECIPIENTS_PER_SERVICE_MAX, SERVICES_PER_SWEEP_MAX
-from timebank.bank.models import Policy, ServiceView, credited_minutes
+from timebank.bank.models import Policy, ServiceType, ServiceView, credited_minutes
 from timebank.bank.schema import (
     confirmations,
     lots,
@@ -48,23 +49,12 @@ def record(act: Act, programme_code: str, key: str, data: dict[str, Any], operat
     replay = _replay(act.conn, key, programme.id, wanted, recipients)
     if replay is not None:
         return replay
-    _check_shape(act, data, recipients, site)
+    check_shape(site, data["started_at"], data["ended_at"], act.now, recipients,
+                data["volunteer_id"])
     version, policy = policy_at(act.conn, programme.id, data["started_at"])
-    kind = policy.service_types.get(data["service_type"])
-    if kind is None:
-        raise errors.PolicyViolationError(
-            f"service type {data['service_type']!r} is not in the catalogue of policy "
-            f"version {version}"
-        )
-    raw = int((data["ended_at"] - data["started_at"]) / timedelta(minutes=1))
-    if raw > policy.service_minutes_max:
-        raise errors.PolicyViolationError(
-            f"a service of {raw} minutes is longer than the {policy.service_minutes_max} "
-            "the policy allows"
-        )
-    credited = credited_minutes(raw, kind.weight_permille)
-    if credited < 1:
-        raise errors.PolicyViolationError(f"{raw} minutes of {data['service_type']} credit nothing")
+    kind, raw, credited = credit(
+        policy, version, data["service_type"], data["started_at"], data["ended_at"]
+    )
     volunteer = member_row(act.conn, data["volunteer_id"], lock=True)
     _check_people(act.conn, volunteer, recipients, programme.id)
     _check_overlap(act.conn, volunteer.id, data["started_at"], data["ended_at"])
@@ -107,35 +97,73 @@ def _replay(
     return int(row.id)
 
 
-def _check_shape(act: Act, data: dict[str, Any], recipients: list[int], site: Row[Any]) -> None:
+# The rules below are pure (no database): the row engine and the bulk import
+# (``_bulk_history``) judge with the same code, so they cannot drift apart.
+
+
+def check_shape(  # noqa: PLR0917 - the parts of a service the rules look at
+    site: Row[Any],
+    started_at: datetime,
+    ended_at: datetime,
+    now: datetime,
+    recipients: Sequence[int],
+    volunteer_id: int,
+) -> None:
     if site.kind == "institution":
         raise errors.InvalidInputError(
             f"{site.code!r} is an institution: services are recorded at stations"
         )
-    if data["ended_at"] <= data["started_at"]:
+    if ended_at <= started_at:
         raise errors.InvalidInputError("a service ends after it starts")
-    if data["started_at"] > act.now:
+    if started_at > now:
         raise errors.InvalidInputError("a service cannot start in the future")
-    if data["ended_at"] > act.now:
+    if ended_at > now:
         raise errors.InvalidInputError("a service is recorded once it has ended")
-    if not 1 <= len(recipients) <= RECIPIENTS_PER_SERVICE_MAX:
+    if not 1 <= len(set(recipients)) <= RECIPIENTS_PER_SERVICE_MAX:
         raise errors.InvalidInputError(
             f"a service has 1 to {RECIPIENTS_PER_SERVICE_MAX} distinct recipients"
         )
-    if data["volunteer_id"] in recipients:
+    if volunteer_id in recipients:
         raise errors.InvalidInputError("a volunteer cannot serve themselves")
+
+
+def credit(
+    policy: Policy, version: int, service_type: str, started_at: datetime, ended_at: datetime
+) -> tuple[ServiceType, int, int]:
+    """The service type, served minutes and credited minutes of a service, or the policy's
+    refusal."""
+    kind = policy.service_types.get(service_type)
+    if kind is None:
+        raise errors.PolicyViolationError(
+            f"service type {service_type!r} is not in the catalogue of policy version {version}"
+        )
+    raw = int((ended_at - started_at) / timedelta(minutes=1))
+    if raw > policy.service_minutes_max:
+        raise errors.PolicyViolationError(
+            f"a service of {raw} minutes is longer than the {policy.service_minutes_max} "
+            "the policy allows"
+        )
+    credited = credited_minutes(raw, kind.weight_permille)
+    if credited < 1:
+        raise errors.PolicyViolationError(f"{raw} minutes of {service_type} credit nothing")
+    return kind, raw, credited
+
+
+def check_roles(volunteer: Row[Any], recipients: Iterable[Row[Any]]) -> None:
+    """Who may serve and be served: ``recipients`` in member id order."""
+    if volunteer.acts_as == "recipient":
+        raise errors.MemberStateError(f"member {volunteer.id} is registered as a recipient only")
+    for row in recipients:
+        if row.acts_as == "volunteer":
+            raise errors.MemberStateError(f"member {row.id} is registered as a volunteer only")
 
 
 def _check_people(
     conn: Connection, volunteer: Row[Any], recipients: list[int], programme_id: int
 ) -> None:
     require_active(conn, [volunteer.id, *recipients], programme_id)
-    if volunteer.acts_as == "recipient":
-        raise errors.MemberStateError(f"member {volunteer.id} is registered as a recipient only")
-    rows = conn.execute(select(members.c.id, members.c.acts_as).where(members.c.id.in_(recipients)))
-    for row in rows:
-        if row.acts_as == "volunteer":
-            raise errors.MemberStateError(f"member {row.id} is registered as a volunteer only")
+    query = select(members.c.id, members.c.acts_as).where(members.c.id.in_(recipients))
+    check_roles(volunteer, conn.execute(query.order_by(members.c.id)))
 
 
 def _check_overlap(conn: Connection, volunteer_id: int, start: datetime, end: datetime) -> None:
