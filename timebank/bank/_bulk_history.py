@@ -949,9 +949,6 @@ class _Batch:
     def _redemption_people(
         self, member: Row[Any], recipient: Row[Any], policy: Policy, when: datetime
     ) -> None:
-        relation = None
-        if recipient.id != member.id:
-            relation = self.relations.get((recipient.id, member.id))
         with _refusing():
             _redeem.judge_people(
                 self.programme.id,
@@ -959,8 +956,8 @@ class _Batch:
                 recipient,
                 policy,
                 when,
-                relation=relation,
-                born=self.born[recipient.id],
+                relation=lambda: self.relations.get((recipient.id, member.id)),
+                born=lambda: self.born[recipient.id],
             )
 
     def gift(self, row: HistoryRow) -> bool:
@@ -1044,7 +1041,7 @@ class _Batch:
                 giver,
                 receiver,
                 policy,
-                self.relations.get((giver.id, receiver.id)),
+                lambda: self.relations.get((giver.id, receiver.id)),
             )
 
     def _yearly_limit(self, row: HistoryRow, policy: Policy) -> None:

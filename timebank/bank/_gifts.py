@@ -5,6 +5,7 @@ station, earned day and expiry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -94,19 +95,27 @@ def replay_differences(
 def _check(
     conn: Connection, programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy
 ) -> None:
-    kind = conn.execute(
-        select(relations.c.kind).where(
-            relations.c.member_id == giver.id, relations.c.other_id == receiver.id
-        )
-    ).scalar()
+    def kind() -> str | None:
+        found: str | None = conn.execute(
+            select(relations.c.kind).where(
+                relations.c.member_id == giver.id, relations.c.other_id == receiver.id
+            )
+        ).scalar()
+        return found
+
     judge(programme_id, giver, receiver, policy, kind)
 
 
 def judge(
-    programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy, kind: str | None
+    programme_id: int,
+    giver: Row[Any],
+    receiver: Row[Any],
+    policy: Policy,
+    kind: Callable[[], str | None],
 ) -> None:
-    """Whether ``giver`` may give to ``receiver`` (pure: the row engine and the bulk import
-    both judge with it). ``kind`` is what the giver is to the receiver."""
+    """Whether ``giver`` may give to ``receiver`` (the row engine and the bulk import both
+    judge with it). ``kind`` gives what the giver is to the receiver, asked only once the
+    other rules have passed."""
     if receiver.id == giver.id:
         raise errors.InvalidInputError("a gift goes to somebody else")
     if receiver.programme_id != programme_id:
@@ -120,7 +129,8 @@ def judge(
         )
     # The row says what the giver is to the receiver; the policy names what the receiver is
     # to the giver (a gift to one's mother goes to a parent).
-    receiver_is = None if kind is None else INVERSE_RELATION[kind]
+    relation = kind()
+    receiver_is = None if relation is None else INVERSE_RELATION[relation]
     if receiver_is not in policy.gift_relations:
         allowed = ", ".join(sorted(policy.gift_relations))
         raise errors.PolicyViolationError(

@@ -4,6 +4,7 @@ first out, and each lot used is recorded: where the redeemed minutes were earned
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -94,16 +95,17 @@ def check_people(  # noqa: PLR0917 - the parties and the rules that judge them
     policy: Policy,
     when: datetime,
 ) -> None:
-    spouse = None
-    if recipient.id != member.id:
-        spouse = conn.execute(
+    def relation() -> str | None:
+        kind: str | None = conn.execute(
             select(relations.c.kind).where(
                 relations.c.member_id == recipient.id, relations.c.other_id == member.id
             )
         ).scalar()
+        return kind
+
     judge_people(
         programme_id, member, recipient, policy, when,
-        relation=spouse, born=birth_date_of(conn, recipient.id),
+        relation=relation, born=lambda: birth_date_of(conn, recipient.id),
     )
 
 
@@ -114,12 +116,13 @@ def judge_people(
     policy: Policy,
     when: datetime,
     *,
-    relation: str | None,
-    born: date,
+    relation: Callable[[], str | None],
+    born: Callable[[], date],
 ) -> None:
-    """Whose care ``member``'s minutes may pay for (pure: the row engine and the bulk import
-    both judge with it). ``relation`` is what the recipient is to the member, ``born`` the
-    recipient's birth date."""
+    """Whose care ``member``'s minutes may pay for (the row engine and the bulk import both
+    judge with it). ``relation`` gives what the recipient is to the member, ``born`` the
+    recipient's birth date: asked only when a rule needs them, so a refusal for a member of
+    another programme reads nothing of theirs."""
     for person in (member, recipient):
         if person.programme_id != programme_id:
             raise errors.BankObjectNotFoundError("member", person.id)
@@ -129,13 +132,13 @@ def judge_people(
         raise errors.PolicyViolationError(
             f"member {member.id} is a group: the policy lets groups only donate their minutes"
         )
-    if recipient.id != member.id and not (policy.spouse_redeems and relation == "spouse"):
+    if recipient.id != member.id and not (policy.spouse_redeems and relation() == "spouse"):
         raise errors.PolicyViolationError(
             f"member {member.id}'s minutes pay for their own care"
             + (" or their spouse's" if policy.spouse_redeems else "")
             + f", not member {recipient.id}'s"
         )
-    age = age_on(born, policy.local_date(when))
+    age = age_on(born(), policy.local_date(when))
     by_age = policy.redemption_min_age is not None and age >= policy.redemption_min_age
     by_need = policy.need_redeems and bool(recipient.assessed_need)
     if policy.redemption_rule == "age_and_need":
