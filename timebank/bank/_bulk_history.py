@@ -5,11 +5,12 @@ as the one-at-a-time API, a dozen statements a row. This engine reads what the b
 in a few set-wise queries (its members, locked; their accounts and open lots; the policy
 versions; the keys already used; the services its volunteers already have in the batch's
 time span; the gifts that count towards the yearly limits), judges every row in file order
-against that state in memory, exactly as the row engine would (same rules, same order of
-checks, same messages), and then writes what the accepted rows make: the entries through
-the ledger's own batch path (which checks balances, floors and account states again under
-its locks: the database-side half of every invariant), then services, confirmations, lots,
-lot uses, redemptions and gifts, each as one many-row statement (``COPY`` on PostgreSQL).
+against that state in memory with the rule functions the row engine calls (same rules, same
+order of checks, same messages), and then writes what the accepted rows make: the entries
+through the ledger's own batch path (which checks balances, floors and account states again
+under its locks, and on PostgreSQL the database checks that every entry balances), then
+services, confirmations, lots, lot uses, redemptions and gifts, each as one many-row
+statement (``COPY`` on PostgreSQL).
 
 Why not staging tables and set-based SQL: consumption is first in, first out over lots, and
 whether a redemption is refused depends on the rows accepted before it; both are sequential
