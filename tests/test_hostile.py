@@ -25,7 +25,7 @@ from tests.bankworld import PROGRAMME, World, fresh
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import EntryCommand, PostingSpec, TimebankError, TransferCommand
-from timebank.bank import Policy, ServiceType, TimeBank
+from timebank.bank import NewMember, Policy, ServiceType, TimeBank
 from timebank.testing.strategies import hostile_strings, naive_datetimes
 
 EXAMPLES = 20
@@ -137,6 +137,12 @@ class Fixture:
                     "home_site": "xinyuan-sw",
                     "operator": "rec-sw",
                 },
+            ),
+            "register_members": (
+                bank.register_members,
+                (p, [NewMember(identity="ID-hostile-2", display_name="H",
+                               birth_date=date(1950, 1, 1), home_site="xinyuan-sw")]),
+                {"operator": "rec-sw"},
             ),
             "find_member": (bank.find_member, (p,), {"identity": "ID-wang"}),
             "relate": (bank.relate, (m["li"], m["grandma"], "child"), {"operator": "rec-sw"}),
@@ -394,6 +400,7 @@ def _names() -> list[str]:
         "add_site",
         "add_operator",
         "register_member",
+        "register_members",
         "find_member",
         "relate",
         "set_member_status",
