@@ -275,6 +275,8 @@ class _Batch:
         self._grants: dict[tuple[str, str, int], errors.TimebankError | None] = {}
         self._actors: dict[str, Actor] = {}
         self._paths: dict[int, str] = {}
+        self._pool_accounts: dict[int, int] = {}
+        self._homes: dict[int, Row[Any]] = {}
         self._lot_seq = 0
         self._one_parameter = self.conn.dialect.name in ("postgresql", "sqlite")
         self._last_entry = -1
@@ -324,6 +326,7 @@ class _Batch:
                 .order_by(policies.c.effective_from, policies.c.version)
             )
         ]
+        self._policy_starts = [start for start, _, _ in self.policies]
         self.policy_now = self.policy_at(self.act.now)
         people = {row.member for row in rows} | {m for row in rows for m in row.recipients}
         self.members: dict[int, Row[Any]] = {}
@@ -500,7 +503,7 @@ class _Batch:
 
     def policy_at(self, when: datetime) -> tuple[int, Policy]:
         """The version in force at ``when`` (version 1 before the first took effect)."""
-        index = bisect.bisect_right([p[0] for p in self.policies], when)
+        index = bisect.bisect_right(self._policy_starts, when)
         _, version, policy = self.policies[index - 1] if index else self.policies[0]
         return version, policy
 
@@ -782,10 +785,12 @@ class _Batch:
         return service_id
 
     def _pool_account(self, region_id: int) -> int:
-        code = _pools.pool_code(self.conn, region_id)
-        account_id: int = self.conn.execute(
-            select(accounts.c.id).where(accounts.c.code == code)
-        ).scalar_one()
+        """The account of a region's pool (read once a batch per region)."""
+        if region_id not in self._pool_accounts:
+            self._pool_accounts[region_id] = self.conn.execute(
+                select(regions.c.pool_account_id).where(regions.c.id == region_id)
+            ).scalar_one()
+        account_id = self._pool_accounts[region_id]
         self.account(account_id)
         return account_id
 
@@ -1028,12 +1033,12 @@ class _Batch:
         return True
 
     def _home_site(self, member: Row[Any]) -> Row[Any]:
-        for site in self.sites.values():
-            if site.id == member.home_site_id:
-                return site
-        found = self.conn.execute(select(sites).where(sites.c.id == member.home_site_id)).one()
-        self.sites[found.code] = found
-        return found
+        """A giver's home station (read once a batch per station)."""
+        if member.home_site_id not in self._homes:
+            self._homes[member.home_site_id] = self.conn.execute(
+                select(sites).where(sites.c.id == member.home_site_id)
+            ).one()
+        return self._homes[member.home_site_id]
 
     def _gift_people(self, giver: Row[Any], receiver: Row[Any], policy: Policy) -> None:
         with _refusing():
