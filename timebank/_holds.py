@@ -68,26 +68,10 @@ def _row(cmd: HoldCommand, debit_id: int, credit_id: int, now: datetime) -> dict
 
 def _reserve(debit: _accounts.LockedAccount, credit: _accounts.LockedAccount, amount: int) -> None:
     """Check both limits as if the hold were posted, then reserve."""
-    if debit.floor_minutes is not None:
-        available = debit.posted_minutes - debit.held_out_minutes - debit.floor_minutes
-        if amount > available:
-            raise errors.LimitExceededError(
-                debit.code,
-                limit="floor",
-                limit_minutes=debit.floor_minutes,
-                available_minutes=available,
-                requested_minutes=amount,
-            )
-    if credit.ceiling_minutes is not None:
-        room = credit.ceiling_minutes - credit.posted_minutes - credit.held_in_minutes
-        if amount > room:
-            raise errors.LimitExceededError(
-                credit.code,
-                limit="ceiling",
-                limit_minutes=credit.ceiling_minutes,
-                available_minutes=room,
-                requested_minutes=amount,
-            )
+    for account, minutes in ((debit, -amount), (credit, amount)):
+        refusal = _accounts.limit_refusal(account, minutes)
+        if refusal is not None:
+            raise refusal
     debit.held_out_minutes += amount
     credit.held_in_minutes += amount
     debit.version += 1
