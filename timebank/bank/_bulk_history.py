@@ -29,7 +29,6 @@ rejection, as there.
 from __future__ import annotations
 
 import bisect
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,19 +39,15 @@ from typing import Any, Final
 from sqlalchemy import (
     Connection,
     Row,
-    String,
-    any_,
     bindparam,
-    func,
-    literal_column,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 
 from timebank import errors
 from timebank._accounts import limit_refusal
 from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
+from timebank._db import in_values
 from timebank.bank import _gifts, _pools, _redeem, _services
 from timebank.bank._ctx import Act, programme_row
 from timebank.bank._io import (
@@ -294,18 +289,7 @@ class _Batch:
             yield ordered[start : start + step]
 
     def _in(self, column: Any, values: list[Any]) -> Any:
-        """``column IN values``, the list sent as one parameter where the database can
-        take one (an array on PostgreSQL, a JSON array on SQLite): a list of a thousand
-        bound parameters costs more to build and to parse than the query's own work."""
-        name = self.conn.dialect.name
-        if name == "postgresql":
-            return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
-        if name == "sqlite":
-            listed: Any = select(literal_column("value")).select_from(
-                func.json_each(bindparam(None, json.dumps(values), type_=String()))
-            )
-            return column.in_(listed)
-        return column.in_(values)
+        return in_values(self.conn, column, values)
 
     def _load(self) -> None:
         conn, rows = self.conn, self.rows

@@ -72,16 +72,23 @@ def _moment(conn: Connection, programme_id: int, at: datetime | date) -> datetim
 
 
 def account_sums(conn: Connection, account_ids: Any, moment: datetime) -> tuple[int, int]:
-    """Total posted minutes of the accounts at ``moment``, and how many hold any."""
-    per_account = (
-        select(
-            postings.c.account_id,
-            func.sum(postings.c.amount_minutes).label("minutes"),
-        )
-        .where(postings.c.account_id.in_(account_ids), postings.c.recorded_at <= moment)
-        .group_by(postings.c.account_id)
-        .subquery()
+    """Total posted minutes of the accounts at ``moment``, and how many hold any.
+
+    Each account's balance then is the running balance of its last posting recorded by
+    ``moment``: one probe of the index (account, recorded_at, entry) per account, whatever
+    the length of its history (per account, recording order is entry order, so that running
+    balance is the sum of every posting up to it).
+    """
+    ids = account_ids.subquery()
+    account_id = next(iter(ids.c))
+    balance = (
+        select(postings.c.balance_after_minutes)
+        .where(postings.c.account_id == account_id, postings.c.recorded_at <= moment)
+        .order_by(postings.c.recorded_at.desc(), postings.c.entry_id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
+    per_account = select(balance.label("minutes")).select_from(ids).subquery()
     total, holders = conn.execute(
         select(
             func.coalesce(func.sum(per_account.c.minutes), 0),

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, case, distinct, func, select, union
 
+from timebank._db import in_values
 from timebank.bank import _bookings, _clearing, _exposure
 from timebank.bank._ctx import account_code, code_of, programme_row
 from timebank.bank._org import region_row, site_row
@@ -192,6 +193,14 @@ class _Scope:
         self.member_accounts: Any = select(members.c.account_id).where(
             members.c.home_site_id.in_(self.sites)
         )
+        # Every deposit at a site posts to its issued account, every redemption there to its
+        # redeemed account: the index on (account, recorded_at) finds a period's entries.
+        self.issued_accounts: Any = select(sites.c.issued_account_id).where(
+            sites.c.id.in_(self.sites)
+        )
+        self.redeemed_accounts: Any = select(sites.c.redeemed_account_id).where(
+            sites.c.id.in_(self.sites)
+        )
 
     @property
     def liability_accounts(self) -> Any:
@@ -228,11 +237,9 @@ def activity(
     ).scalar_one()
     redeemed = conn.execute(
         select(func.coalesce(func.sum(redemptions.c.minutes), 0))
-        .join(entries, entries.c.id == redemptions.c.entry_id)
+        .join(postings, postings.c.entry_id == redemptions.c.entry_id)
         .where(
-            redemptions.c.site_id.in_(scope.sites),
-            entries.c.recorded_at >= start_at,
-            entries.c.recorded_at < end_at,
+            *_posted_in(postings.c.account_id.in_(scope.redeemed_accounts), start_at, end_at)
         )
     ).scalar_one()
     stations = select(sites.c.id).where(sites.c.id.in_(scope.sites), sites.c.kind != "institution")
@@ -280,21 +287,26 @@ def _confirmed(scope: _Scope, start_at: datetime, end_at: datetime) -> Any:
         select(
             services.c.id, services.c.volunteer_id, services.c.site_id, services.c.credited_minutes
         )
-        .join(entries, entries.c.id == services.c.deposit_entry_id)
-        .where(
-            services.c.site_id.in_(scope.sites),
-            entries.c.recorded_at >= start_at,
-            entries.c.recorded_at < end_at,
-        )
+        .join(postings, postings.c.entry_id == services.c.deposit_entry_id)
+        .where(*_posted_in(postings.c.account_id.in_(scope.issued_accounts), start_at, end_at))
         .subquery()
     )
+
+
+def _posted_in(accounts: Any, start_at: datetime, end_at: datetime) -> tuple[Any, ...]:
+    """Postings recorded in the period to ``accounts`` (a condition on the account): a
+    range of the index on (account, recorded_at) per account. Joined on their entry, they
+    find its row once (an entry posts to an account once)."""
+    return (accounts, postings.c.recorded_at >= start_at, postings.c.recorded_at < end_at)
 
 
 def _flows(
     conn: Connection, accounts: Any, start_at: datetime, end_at: datetime
 ) -> defaultdict[str, tuple[int, int]]:
     """Per entry code, the minutes that entered and (negative) left ``accounts`` in the
-    period."""
+    period. The accounts are listed first: the planner, seeing how many, probes the index
+    per account rather than reading the period's postings of every account."""
+    listed = in_values(conn, postings.c.account_id, list(conn.execute(accounts).scalars()))
     rows = conn.execute(
         select(
             entries.c.code,
@@ -306,11 +318,7 @@ def _flows(
             ),
         )
         .join(entries, entries.c.id == postings.c.entry_id)
-        .where(
-            postings.c.account_id.in_(accounts),
-            postings.c.recorded_at >= start_at,
-            postings.c.recorded_at < end_at,
-        )
+        .where(*_posted_in(listed, start_at, end_at))
         .group_by(entries.c.code)
     ).all()
     flows: defaultdict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
@@ -341,11 +349,6 @@ def inactive_members(
     programme = programme_row(conn, programme_code)
     region = _region_or_root(conn, programme.id, region_code)
     cutoff = _months_before(as_of, months)
-    last_posting = (
-        select(postings.c.account_id, func.max(postings.c.recorded_at).label("at"))
-        .group_by(postings.c.account_id)
-        .subquery()
-    )
     last_service = (
         select(services.c.volunteer_id, func.max(services.c.recorded_at).label("at"))
         .group_by(services.c.volunteer_id)
@@ -357,12 +360,13 @@ def inactive_members(
             members.c.status,
             members.c.registered_at,
             sites.c.code,
-            last_posting.c.at.label("posted_at"),
+            # The account keeps its latest recording time: no read of its postings.
+            accounts.c.last_recorded_at.label("posted_at"),
             last_service.c.at.label("served_at"),
         )
         .join(sites, sites.c.id == members.c.home_site_id)
         .join(regions, regions.c.id == sites.c.region_id)
-        .outerjoin(last_posting, last_posting.c.account_id == members.c.account_id)
+        .join(accounts, accounts.c.id == members.c.account_id)
         .outerjoin(last_service, last_service.c.volunteer_id == members.c.id)
         .where(
             members.c.programme_id == programme.id,

@@ -154,6 +154,8 @@ class Member(Base):
         CheckConstraint(_in("kind", MEMBER_KINDS), name="kind"),
         CheckConstraint(_in("acts_as", MEMBER_ROLES), name="acts_as"),
         CheckConstraint(_in("status", MEMBER_STATUSES), name="status"),
+        # A station's members and their accounts (reports, exposure), without the table.
+        Index("ix_tb_members_home_site_id_account_id", "home_site_id", "account_id"),
     )
 
 
