@@ -69,6 +69,16 @@ def in_values(conn: Connection, column: Any, values: list[Any]) -> Any:
     return column.in_(values)
 
 
+def in_listed(conn: Connection, column: Any, query: Any) -> Any:
+    """``column IN (query)``; where a list goes as one parameter, the query's values are
+    read first and sent as that list (:func:`in_values`), so the planner sees how many.
+    Elsewhere (MariaDB) the subquery stays: a million values would be a statement of
+    megabytes."""
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        return in_values(conn, column, list(conn.execute(query).scalars()))
+    return column.in_(query)
+
+
 def configure_sqlite(engine: Engine) -> None:
     """Apply timebank's SQLite defaults to an engine (idempotent per engine).
 

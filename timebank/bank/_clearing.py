@@ -114,7 +114,10 @@ def site_flows(conn: Connection, *conditions: Any) -> tuple[SiteFlows, int]:
     # the bare column would be read by walking its index from one end, past every earlier
     # redemption, rather than from the period's own.
     first, last = (
-        select(extreme(redemptions.c.entry_id + 0)).where(*conditions).scalar_subquery()
+        select(extreme(redemptions.c.entry_id + 0))
+        .where(*conditions)
+        .correlate(None)  # the bounds of the whole set, whatever the conditions name
+        .scalar_subquery()
         for extreme in (func.min, func.max)
     )
     query = (

@@ -79,8 +79,9 @@ def account_sums(conn: Connection, account_ids: Any, moment: datetime) -> tuple[
     the length of its history (per account, recording order is entry order, so that running
     balance is the sum of every posting up to it).
     """
-    ids = account_ids.subquery()
-    account_id = next(iter(ids.c))
+    listed = account_ids.subquery()
+    ids = select(next(iter(listed.c)).label("id")).distinct().subquery()  # each account once
+    account_id = ids.c.id
     balance = (
         select(postings.c.balance_after_minutes)
         .where(postings.c.account_id == account_id, postings.c.recorded_at <= moment)

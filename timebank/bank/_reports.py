@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, case, distinct, func, select, union
 
-from timebank._db import in_values
+from timebank._db import in_listed
 from timebank.bank import _bookings, _clearing, _exposure
 from timebank.bank._ctx import account_code, code_of, programme_row
 from timebank.bank._org import region_row, site_row
@@ -306,7 +306,7 @@ def _flows(
     """Per entry code, the minutes that entered and (negative) left ``accounts`` in the
     period. The accounts are listed first: the planner, seeing how many, probes the index
     per account rather than reading the period's postings of every account."""
-    listed = in_values(conn, postings.c.account_id, list(conn.execute(accounts).scalars()))
+    listed = in_listed(conn, postings.c.account_id, accounts)
     rows = conn.execute(
         select(
             entries.c.code,
