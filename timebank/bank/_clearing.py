@@ -108,18 +108,6 @@ def _midnight(conn: Connection, programme_id: int, day: date) -> datetime:
 def site_flows(conn: Connection, *conditions: Any) -> tuple[SiteFlows, int]:
     """Minutes of the redemptions matching ``conditions`` by (origin site, redeeming site),
     and how many redemptions."""
-    # The lot uses of these redemptions lie between their first and last entry: said
-    # outright, the planner reads that range of the primary key rather than every lot use
-    # ever recorded (the join alone implies it; it changes no result). "+ 0": an extreme of
-    # the bare column would be read by walking its index from one end, past every earlier
-    # redemption, rather than from the period's own.
-    first, last = (
-        select(extreme(redemptions.c.entry_id + 0))
-        .where(*conditions)
-        .correlate(None)  # the bounds of the whole set, whatever the conditions name
-        .scalar_subquery()
-        for extreme in (func.min, func.max)
-    )
     query = (
         select(lots.c.origin_site_id, redemptions.c.site_id, func.sum(lot_uses.c.minutes))
         .select_from(
@@ -127,7 +115,7 @@ def site_flows(conn: Connection, *conditions: Any) -> tuple[SiteFlows, int]:
                 lots, lots.c.id == lot_uses.c.lot_id
             )
         )
-        .where(*conditions, lot_uses.c.entry_id >= first, lot_uses.c.entry_id <= last)
+        .where(*conditions)
         .group_by(lots.c.origin_site_id, redemptions.c.site_id)
     )
     flows = {(origin, site): int(minutes) for origin, site, minutes in conn.execute(query)}
