@@ -304,8 +304,9 @@ def _flows(
     conn: Connection, accounts: Any, start_at: datetime, end_at: datetime
 ) -> defaultdict[str, tuple[int, int]]:
     """Per entry code, the minutes that entered and (negative) left ``accounts`` in the
-    period. The accounts are listed first: the planner, seeing how many, probes the index
-    per account rather than reading the period's postings of every account."""
+    period. The accounts are listed first (where a list goes as one parameter): seeing how
+    many, the planner can weigh a probe of the index per account against a read of the
+    period's postings, where a subquery leaves it guessing."""
     listed = in_listed(conn, postings.c.account_id, accounts)
     rows = conn.execute(
         select(
