@@ -16,10 +16,10 @@ from timebank import errors
 from timebank.bank import _lots
 from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at
-from timebank.bank._people import home_site, member_row
+from timebank.bank._people import home_site, member_row, relation_of
 from timebank.bank._pools import require_room
 from timebank.bank.models import INVERSE_RELATION, GiftView, Policy
-from timebank.bank.schema import gifts, programmes, relations, vouchers
+from timebank.bank.schema import gifts, programmes, vouchers
 
 _COMPARED = ("giver_id", "receiver_id", "minutes")
 
@@ -95,15 +95,7 @@ def replay_differences(
 def _check(
     conn: Connection, programme_id: int, giver: Row[Any], receiver: Row[Any], policy: Policy
 ) -> None:
-    def kind() -> str | None:
-        found: str | None = conn.execute(
-            select(relations.c.kind).where(
-                relations.c.member_id == giver.id, relations.c.other_id == receiver.id
-            )
-        ).scalar()
-        return found
-
-    judge(programme_id, giver, receiver, policy, kind)
+    judge(programme_id, giver, receiver, policy, lambda: relation_of(conn, giver.id, receiver.id))
 
 
 def judge(

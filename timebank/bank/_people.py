@@ -290,11 +290,7 @@ def relate(act: Act, member_id: int, other_id: int, kind: str, operator: str) ->
     if member.programme_id != other.programme_id:
         raise errors.BankObjectNotFoundError("member", other_id)
     authorize(act.conn, member.programme_id, operator, "recorder", site=home_site(act.conn, member))
-    stored = act.conn.execute(
-        select(relations.c.kind).where(
-            relations.c.member_id == member_id, relations.c.other_id == other_id
-        )
-    ).scalar()
+    stored = relation_of(act.conn, member_id, other_id)
     if stored is not None:
         if stored != kind:
             raise errors.ExistsError("relation", (member_id, other_id), ["kind"])
@@ -404,3 +400,13 @@ def set_assessed_need(act: Act, member_id: int, in_need: bool, operator: str) ->
         act.conn.execute(
             update(members).where(members.c.id == member_id).values(assessed_need=in_need)
         )
+
+
+def relation_of(conn: Connection, member_id: int, other_id: int) -> str | None:
+    """What ``member_id`` is to ``other_id`` (spouse, child, ...), or None."""
+    kind: str | None = conn.execute(
+        select(relations.c.kind).where(
+            relations.c.member_id == member_id, relations.c.other_id == other_id
+        )
+    ).scalar()
+    return kind

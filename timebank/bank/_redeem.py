@@ -14,9 +14,9 @@ from timebank import errors
 from timebank.bank import _lots
 from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at, site_row
-from timebank.bank._people import birth_date_of, member_row
+from timebank.bank._people import birth_date_of, member_row, relation_of
 from timebank.bank.models import Policy, RedemptionView, age_on
-from timebank.bank.schema import programmes, redemptions, relations, sites
+from timebank.bank.schema import programmes, redemptions, sites
 
 _COMPARED = ("member_id", "recipient_id", "site_id", "service_type", "minutes", "occurred_at")
 
@@ -95,17 +95,10 @@ def check_people(  # noqa: PLR0917 - the parties and the rules that judge them
     policy: Policy,
     when: datetime,
 ) -> None:
-    def relation() -> str | None:
-        kind: str | None = conn.execute(
-            select(relations.c.kind).where(
-                relations.c.member_id == recipient.id, relations.c.other_id == member.id
-            )
-        ).scalar()
-        return kind
-
     judge_people(
         programme_id, member, recipient, policy, when,
-        relation=relation, born=lambda: birth_date_of(conn, recipient.id),
+        relation=lambda: relation_of(conn, recipient.id, member.id),
+        born=lambda: birth_date_of(conn, recipient.id),
     )
 
 
