@@ -86,14 +86,20 @@ def _live_holds(conn: Connection, account_id: int, now: datetime) -> tuple[int, 
 def balance_as_of(conn: Connection, code: str, recorded_at: datetime) -> BalanceAsOf:
     """The posted balance the ledger showed at ``recorded_at``: one probe of the running
     balances by (account, recorded_at), whatever the length of the history."""
-    account_id = _account_id(conn, code)
+    minutes = posted_minutes_at(conn, _account_id(conn, code), recorded_at)
+    return BalanceAsOf(account=code, recorded_at=recorded_at, posted_minutes=minutes)
+
+
+def posted_minutes_at(conn: Connection, account_id: int, moment: datetime) -> int:
+    """The account's posted balance at ``moment`` (recording time): the running balance of
+    its last posting recorded by then, one probe of the index (account, recorded_at, entry)."""
     after = conn.execute(
         select(postings.c.balance_after_minutes)
-        .where(postings.c.account_id == account_id, postings.c.recorded_at <= recorded_at)
+        .where(postings.c.account_id == account_id, postings.c.recorded_at <= moment)
         .order_by(postings.c.recorded_at.desc(), postings.c.entry_id.desc())
         .limit(1)
     ).scalar()
-    return BalanceAsOf(account=code, recorded_at=recorded_at, posted_minutes=after or 0)
+    return int(after or 0)
 
 
 def _account_id(conn: Connection, code: str) -> int:

@@ -63,6 +63,7 @@ from timebank.bank.models import Policy, Role
 from timebank.bank.schema import (
     confirmations,
     gifts,
+    is_open,
     lot_uses,
     lots,
     members,
@@ -403,7 +404,7 @@ class _Batch:
         for chunk in self._chunks(payers):
             query = (
                 select(lots)
-                .where(self._in(lots.c.member_id, chunk), lots.c.remaining_minutes > 0)
+                .where(self._in(lots.c.member_id, chunk), is_open(lots))
                 .order_by(lots.c.member_id, lots.c.earned_on, lots.c.id)
                 .with_for_update()
             )

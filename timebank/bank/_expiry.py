@@ -17,7 +17,7 @@ from timebank.bank._bookings import held_minutes
 from timebank.bank._ctx import Act, account_code, programme_row
 from timebank.bank._org import actor, policy_at
 from timebank.bank.limits import SERVICES_PER_SWEEP_MAX
-from timebank.bank.schema import lots, members, regions, sites
+from timebank.bank.schema import is_open, lots, members, regions, sites
 
 #: Lots one ``expire`` call may expire.
 LOTS_PER_SWEEP_MAX = SERVICES_PER_SWEEP_MAX * 10
@@ -46,7 +46,7 @@ def expire(act: Act, programme_code: str, as_of: datetime, operator: str) -> int
             members.c.programme_id == programme.id,
             members.c.status == "active",
             regions.c.path.startswith(who.region_path),
-            lots.c.remaining_minutes > 0,
+            is_open(lots),
             lots.c.expires_on <= today,
         )
         .group_by(lots.c.member_id, regions.c.id)
@@ -79,7 +79,7 @@ def _due_lots(act: Act, member_id: int, today: date, limit: int) -> list[Row[Any
         select(lots.c.id, lots.c.member_id, lots.c.remaining_minutes)
         .where(
             lots.c.member_id == member_id,
-            lots.c.remaining_minutes > 0,
+            is_open(lots),
             lots.c.expires_on <= today,
         )
         .order_by(lots.c.earned_on, lots.c.id)

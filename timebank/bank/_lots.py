@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table, func, insert, select, update
 
 from timebank import errors
-from timebank.bank.schema import lot_uses, lots, pool_lot_uses, pool_lots
+from timebank.bank.schema import is_open, lot_uses, lots, pool_lot_uses, pool_lots
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ def consume(
     table = holder.table
     query = (
         select(table.c.id, table.c.remaining_minutes)
-        .where(holder.owner == owner_id, table.c.remaining_minutes > 0)
+        .where(holder.owner == owner_id, is_open(table))
         .order_by(table.c.earned_on, table.c.id)
         .with_for_update()
     )

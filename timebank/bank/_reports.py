@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Row, case, distinct, func, select, union
 
 from timebank._db import in_listed
+from timebank._reads import posted_minutes_at
 from timebank.bank import _bookings, _clearing, _exposure
 from timebank.bank._ctx import account_code, code_of, programme_row
 from timebank.bank._org import region_row, site_row
@@ -34,6 +35,7 @@ from timebank.bank.report_models import (
     StatementEntry,
 )
 from timebank.bank.schema import (
+    is_open,
     lots,
     members,
     personal,
@@ -58,11 +60,7 @@ def member_statement(
     member = member_row(conn, member_id)
     start_at, end_at = _clearing.period_bounds(conn, member.programme_id, start, end)
     account = member.account_id
-    opening = conn.execute(
-        select(func.coalesce(func.sum(postings.c.amount_minutes), 0)).where(
-            postings.c.account_id == account, postings.c.recorded_at < start_at
-        )
-    ).scalar_one()
+    opening = posted_minutes_at(conn, account, start_at - _JUST_BEFORE)
     rows = conn.execute(
         select(
             entries.c.id,
@@ -103,8 +101,8 @@ def member_statement(
         account=account_code(conn, account),
         start=start,
         end=end,
-        opening_balance_minutes=int(opening),
-        closing_balance_minutes=int(opening) + credited - debited,
+        opening_balance_minutes=opening,
+        closing_balance_minutes=opening + credited - debited,
         credited_minutes=credited,
         debited_minutes=debited,
         entries=lines,
@@ -119,7 +117,7 @@ def _open_lots(conn: Connection, member_id: int) -> tuple[LotView, ...]:
     rows = conn.execute(
         select(lots, sites.c.code.label("site_code"))
         .join(sites, sites.c.id == lots.c.origin_site_id)
-        .where(lots.c.member_id == member_id, lots.c.remaining_minutes > 0)
+        .where(lots.c.member_id == member_id, is_open(lots))
         .order_by(lots.c.earned_on, lots.c.id)
     ).all()
     return tuple(

@@ -76,6 +76,7 @@ from timebank.bank.models import (
 )
 from timebank.bank.schema import (
     beneficiaries,
+    is_open,
     lots,
     members,
     operator_roles,
@@ -967,7 +968,7 @@ class TimeBank(ExchangeMixin, ReportsMixin, IOMixin):
         def read(conn: Connection) -> list[LotView]:
             query = select(lots).where(lots.c.member_id == member_id)
             if open_only:
-                query = query.where(lots.c.remaining_minutes > 0)
+                query = query.where(is_open(lots))
             rows = conn.execute(query.order_by(lots.c.earned_on, lots.c.id)).all()
             return [
                 LotView(

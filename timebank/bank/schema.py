@@ -22,8 +22,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    literal_column,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from timebank.bank.limits import (
     CODE_LENGTH_MAX,
@@ -291,6 +294,24 @@ class Confirmation(Base):
     __table_args__ = (CheckConstraint(_in("party", CONFIRMING_PARTIES), name="party"),)
 
 
+#: What makes a lot open. Written into the SQL as a literal, never bound: a planner uses a
+#: partial index only for a predicate it can match when it plans the statement.
+OPEN_LOT_SQL = "remaining_minutes > 0"
+
+#: Dialects with partial indexes.
+PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+
+
+def _open_index(name: str, owner: str) -> Index:
+    """The open lots of an owner in consumption order: a partial index where the database
+    has them (PostgreSQL, SQLite). MariaDB has none, and keeps the full index alone."""
+    where = text(OPEN_LOT_SQL)
+    index = Index(name, owner, "earned_on", "id", postgresql_where=where, sqlite_where=where)
+    # (ddl_if takes a tuple of dialect names, though it is typed for one.)
+    return index.ddl_if(dialect=PARTIAL_INDEX_DIALECTS)  # type: ignore[arg-type]
+
+
+
 class Lot(Base):
     """Minutes credited together: where and when they were earned, when they expire, and how
     many are left. A member's balance is the sum of ``remaining_minutes`` of their lots."""
@@ -313,8 +334,10 @@ class Lot(Base):
             "minutes > 0 AND remaining_minutes >= 0 AND remaining_minutes <= minutes",
             name="remaining",
         ),
-        # First in, first out: the open lots of a member in consumption order.
+        # A member's lots in consumption order, spent ones included (their list of lots).
         Index("ix_tb_lots_member_id_earned_on", "member_id", "earned_on", "id"),
+        # First in, first out reads the open lots only, however many the member has spent.
+        _open_index("ix_tb_lots_open_member_id_earned_on", "member_id"),
     )
 
 
@@ -400,6 +423,7 @@ class PoolLot(Base):
             name="remaining",
         ),
         Index("ix_tb_pool_lots_region_id_earned_on", "region_id", "earned_on", "id"),
+        _open_index("ix_tb_pool_lots_open_region_id_earned_on", "region_id"),
     )
 
 
@@ -680,3 +704,9 @@ clearing_items = cast(Table, ClearingItem.__table__)
 settlement_lines = cast(Table, SettlementLine.__table__)
 partners = cast(Table, Partner.__table__)
 vouchers = cast(Table, Voucher.__table__)
+
+
+def is_open(table: Table) -> ColumnElement[bool]:
+    """The condition that a lot (of ``lots`` or ``pool_lots``) has minutes left, in the
+    form the partial index of open lots matches (see :data:`OPEN_LOT_SQL`)."""
+    return table.c.remaining_minutes > literal_column("0")
