@@ -142,6 +142,34 @@ def test_metadata_must_be_plain_json(ledger: timebank.Ledger, metadata: dict[str
         )
 
 
+class _Label(str):
+    """A str subclass: JSON writes it as a plain string, and reads back a plain str."""
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ({"n": 1, "s": "x", "f": 1.5, "b": True, "none": None}, None),
+        ({"pair": (1, 2)}, {"pair": [1, 2]}),
+        ({"deep": {"pair": (1,)}}, {"deep": {"pair": [1]}}),
+        ({_Label("k"): _Label("v")}, {"k": "v"}),
+    ],
+)
+def test_a_commands_metadata_is_kept_as_it_will_read_back(
+    given: dict[str, object], kept: dict[str, object] | None
+) -> None:
+    command = timebank.TransferCommand(
+        idempotency_key="k", debit="sys", credit="a", amount_minutes=5, code="c", operator=OP,
+        metadata=given,
+    )
+    assert command.metadata is not None
+    assert command.metadata == (given if kept is None else kept)
+    assert command.metadata is not given  # a copy: the caller's dict may change later
+    assert all(type(k) is str and type(v) is not _Label for k, v in command.metadata.items())
+    given.clear()
+    assert command.metadata
+
+
 def test_metadata_with_a_tuple_replays_as_it_reads_back(ledger: timebank.Ledger) -> None:
     ledger.open_account("a", "member")
     first = ledger.transfer(

@@ -62,17 +62,28 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+#: Made once: ``json.dumps`` with options builds an encoder on every call, and bulk paths
+#: validate a command per row.
+_METADATA_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+#: Values that read back from JSON as themselves (a float exactly, by its repr).
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _small_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        dumped = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        dumped = _METADATA_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON: {exc}") from None
     size = len(dumped.encode())
     if size > METADATA_BYTES_MAX:
         raise ValueError(f"metadata is {size} bytes, past the maximum of {METADATA_BYTES_MAX}")
-    # Kept as it will read back (tuples become lists), so a replay compares equal.
+    if all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
+        return dict(value)  # flat: already as it will read back
+    # Kept as it will read back (tuples become lists, keys strings), so a replay compares
+    # equal.
     normalised: dict[str, Any] = json.loads(dumped)
     return normalised
 
