@@ -159,18 +159,21 @@ def statement(conn: Connection, code: str, after: int | None, limit: int) -> Sta
 
 
 def trial_balance(conn: Connection) -> TrialBalance:
-    rows = conn.execute(
+    """Every account's posted balance, by code. A province has a million accounts: each
+    line is built as its row is read, so a list of every row is never held beside the
+    lines. (Not a server-side cursor: reads run outside a transaction on PostgreSQL.)"""
+    result = conn.execute(
         select(accounts.c.code, accounts.c.type, accounts.c.posted_minutes).order_by(
             accounts.c.code
         )
-    ).all()
+    )
     by_type: dict[str, int] = {}
-    for _code, kind, posted in rows:
+    lines = []
+    for code, kind, posted in result:
         by_type[kind] = by_type.get(kind, 0) + posted
+        lines.append(TrialBalanceLine(account=code, type=kind, posted_minutes=posted))
     return TrialBalance(
-        lines=tuple(TrialBalanceLine(account=c, type=t, posted_minutes=p) for c, t, p in rows),
-        by_type_minutes=by_type,
-        total_minutes=sum(by_type.values()),
+        lines=tuple(lines), by_type_minutes=by_type, total_minutes=sum(by_type.values())
     )
 
 
