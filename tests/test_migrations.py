@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from timebank.cli import EXIT_INVALID
 from timebank.cli import main as cli_main
 from timebank.migrate import _config
 from timebank.schema import include_object_for, metadata
+from timebank.sealing import audit
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
@@ -129,6 +131,40 @@ def test_upgrading_part_1_gives_pooled_expired_minutes_their_lots(db_url: str) -
         assert reopened.pool_lots_total(PROGRAMME, "xinyuan") == 60
         pool = reopened.region(PROGRAMME, "xinyuan").pool_account
         assert reopened.ledger.balance(pool).posted_minutes == 60
+    finally:
+        world.bank.dispose()
+
+
+def test_upgrading_to_0014_fills_the_clearing_rows_of_past_redemptions(db_url: str) -> None:
+    """0014 creates the clearing rows of every redemption already recorded from its lot
+    uses: the clearing report and the audit read the same before and after."""
+    clock = Clock()
+    world = build(db_url, clock)
+    try:
+        bank, members = world.bank, world.members
+        for key, name, hours in (("s1", "wang", 30), ("s2", "li", 20), ("s3", "wang", 3)):
+            service = world.serve(key, name, "grandma", minutes=60, ago=timedelta(hours=hours))
+            bank.confirm_service(service, operator="conf-sw")
+        for key, name, minutes in (("r1", "wang", 90), ("r2", "li", 45)):
+            bank.redeem(key, programme=PROGRAMME, member_id=members[name], site="sunrise",
+                        service_type="shopping", minutes=minutes, operator="sunrise-op")
+        period = {"start": date(2026, 11, 1), "end": date(2026, 12, 1), "level": "site"}
+        before = bank.clearing(PROGRAMME, **period)  # type: ignore[arg-type]
+        assert before.redeemed_minutes == 135
+        engine = world.engine
+        with engine.connect() as conn:
+            rows = sorted(conn.execute(text("SELECT * FROM tb_redemption_origins")).all())
+        assert len(rows) == 2
+        bank.ledger.dispose()
+        command.downgrade(_config(engine), "0013")
+        with engine.connect() as conn:
+            assert "tb_redemption_origins" not in inspect(conn).get_table_names()
+        timebank.upgrade(engine)
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT * FROM tb_redemption_origins")).all()) == rows
+        reopened = timebank.TimeBank(timebank.Ledger(engine, clock=clock), identity_secrets={})
+        assert reopened.clearing(PROGRAMME, **period) == before  # type: ignore[arg-type]
+        assert audit(reopened.ledger).ok
     finally:
         world.bank.dispose()
 

@@ -20,12 +20,13 @@ from sqlalchemy import event, func, select
 from tests.bankworld import PROGRAMME, World, fresh
 from tests.clocks import Clock
 from tests.simledger import REDEEMERS, local_day, simulate
-from timebank.bank.schema import is_open, lots, services
+from timebank.bank.models import ClearingLevel
+from timebank.bank.schema import is_open, lots, regions, services
 from timebank.schema import postings
 
 #: The tables that grow with history (and the members, with the programme).
 HISTORY = ("tb_entries", "tb_postings", "tb_services", "tb_service_recipients",
-           "tb_redemptions", "tb_lots", "tb_lot_uses", "tb_members")
+           "tb_redemptions", "tb_lots", "tb_lot_uses", "tb_redemption_origins", "tb_members")
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,27 @@ def test_first_in_first_out_reads_only_open_lots(world: World) -> None:
 
     reads = whole_reads(world, redeem)
     assert "tb_lots" not in reads, reads["tb_lots"]
+
+
+def test_a_scopes_clearing_position_is_the_clearings_net_of_it(world: World) -> None:
+    """A station's or a region's report reads only the flows into and out of its own sites;
+    its position is still what the programme's clearing at its level nets for it, for every
+    site and every region, in a month and over the whole simulated history."""
+    today = local_day(world.clock.now)
+    periods = [period(world), (today - timedelta(days=400), today + timedelta(days=1))]
+    with world.engine.connect() as conn:
+        rows = conn.execute(select(regions.c.code, regions.c.level)).all()
+    levels: dict[str, ClearingLevel] = {row.code: row.level for row in rows}
+    checked = 0
+    for start, end in periods:
+        by_site = world.bank.clearing(PROGRAMME, start=start, end=end, level="site")
+        for site in world.bank.sites(PROGRAMME):
+            report = world.bank.station_report(PROGRAMME, site.code, start=start, end=end)
+            assert report.clearing_net_minutes == by_site.net_of(site.code), site.code
+            checked += report.clearing_net_minutes != 0
+        for code, level in levels.items():
+            cleared = world.bank.clearing(PROGRAMME, start=start, end=end, level=level)
+            report = world.bank.region_report(PROGRAMME, code, start=start, end=end)
+            assert report.clearing_net_minutes == cleared.net_of(code), code
+            checked += report.clearing_net_minutes != 0
+    assert checked >= 4, "the simulation cleared too little between units to compare"

@@ -24,11 +24,20 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Row, func, insert, select, text
+from sqlalchemy import Connection, Row, except_, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 
 from timebank import _reads, errors
-from timebank.bank.schema import lot_uses, lots, members, pool_lot_uses, pool_lots, regions
+from timebank.bank.schema import (
+    lot_uses,
+    lots,
+    members,
+    pool_lot_uses,
+    pool_lots,
+    redemption_origins,
+    redemptions,
+    regions,
+)
 from timebank.ledger import Ledger
 from timebank.schema import accounts, entries, postings, sealed_entries, seals
 
@@ -55,7 +64,7 @@ CHUNK = 1_000
 #: Problems listed in a report (the counts are complete).
 LISTED_MAX = 100
 
-Kind = Literal["block", "entry", "account", "lot", "holder", "ledger", "digest"]
+Kind = Literal["block", "entry", "account", "lot", "holder", "clearing", "ledger", "digest"]
 
 
 class _Frozen(BaseModel):
@@ -376,7 +385,8 @@ def audit(ledger: Ledger, *, kept: Digest | None = None) -> AuditReport:
     """Check everything, in one snapshot of the database: the chain of sealed blocks (and
     ``kept``, a digest a third party kept), every materialised balance replayed from the
     postings and holds, every lot's remaining minutes from its uses, every member's and
-    pool's balance against their open lots, and the zero sum. Reads the whole journal."""
+    pool's balance against their open lots, every redemption's clearing rows against its
+    lot uses, and the zero sum. Reads the whole journal."""
     return ledger._read(lambda conn: _audit(conn, kept), snapshot=True)
 
 
@@ -395,6 +405,7 @@ def _audit(conn: Connection, kept: Digest | None) -> AuditReport:
             found.add("ledger", "journal", line)
     _check_lots(conn, found)
     _check_holders(conn, found)
+    _check_redemption_origins(conn, found)
     total = int(conn.execute(
         select(func.coalesce(func.sum(accounts.c.posted_minutes), 0))
     ).scalar_one())
@@ -504,6 +515,29 @@ def _check_lots(conn: Connection, found: _Found) -> None:
         for lot_id, minutes, remaining, used in rows:
             found.add("lot", f"{label} {lot_id}", f"{remaining} remaining, but {minutes} "
                       f"earned less {used} used leaves {int(minutes) - int(used)}")
+
+
+def _check_redemption_origins(conn: Connection, found: _Found) -> None:
+    """Each redemption's clearing rows are its lot uses summed by the site where the lots
+    were earned, with the redemption's own programme, site and time; nothing else."""
+    r, o = redemptions, redemption_origins
+    from_uses = (
+        select(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
+               r.c.occurred_at, func.sum(lot_uses.c.minutes))
+        .select_from(r.join(lot_uses, lot_uses.c.entry_id == r.c.entry_id)
+                     .join(lots, lots.c.id == lot_uses.c.lot_id))
+        .group_by(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
+                  r.c.occurred_at)
+    )
+    stored = select(o.c.entry_id, o.c.origin_site_id, o.c.programme_id, o.c.site_id,
+                    o.c.occurred_at, o.c.minutes)
+    for rows, detail in (
+        (except_(from_uses, stored), "its lot uses give {} minutes from site {}, not stored"),
+        (except_(stored, from_uses), "{} minutes from site {} stored, not from its lot uses"),
+    ):
+        differ = rows.subquery()
+        for row in conn.execute(select(differ).order_by(*differ.c)):
+            found.add("clearing", f"redemption entry {row[0]}", detail.format(row[5], row[1]))
 
 
 def _check_holders(conn: Connection, found: _Found) -> None:

@@ -1079,6 +1079,9 @@ class _Batch:
         )
         for name, queued in (("redemptions", w.redemptions), ("gifts", w.gifts)):
             _INSERTS[name].execute(conn, [(*r[:-1], entry_ids[r[-1]]) for r in queued])
+        if w.redemptions:
+            redeemed = [entry_ids[r[-1]] for r in w.redemptions]
+            _redeem.record_origins(conn, in_values(conn, redemptions.c.entry_id, redeemed))
 
     def _write_lots(self, entry_ids: list[int]) -> None:
         w = self.writes

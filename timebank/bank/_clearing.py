@@ -2,7 +2,9 @@
 redeem anywhere).
 
 Every redemption recorded which lots it used, and every lot where its minutes were earned,
-so the minutes earned at unit X and redeemed at unit Y in a period are a sum over lot uses.
+so the minutes earned at unit X and redeemed at unit Y in a period are a sum over lot uses;
+each redemption keeps that sum by origin site beside it (``tb_redemption_origins``), which
+is what clearing reads.
 Units are the sites, or the regions of one level of the tree: a site belongs to the deepest
 region on its path whose level is the one asked for or coarser (a site directly under a
 county is its county's at township level).
@@ -21,7 +23,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, distinct, func, insert, literal, select, update
 
 from timebank import errors
 from timebank.bank._ctx import Act, code_of, one, programme_row
@@ -36,9 +38,8 @@ from timebank.bank.models import (
 from timebank.bank.schema import (
     CLEARING_LEVELS,
     clearing_items,
-    lot_uses,
-    lots,
     programmes,
+    redemption_origins,
     redemptions,
     regions,
     settlement_lines,
@@ -106,21 +107,35 @@ def _midnight(conn: Connection, programme_id: int, day: date) -> datetime:
 
 
 def site_flows(conn: Connection, *conditions: Any) -> tuple[SiteFlows, int]:
-    """Minutes of the redemptions matching ``conditions`` by (origin site, redeeming site),
-    and how many redemptions."""
+    """Minutes of the redemptions matching ``conditions`` (on ``redemption_origins``) by
+    (origin site, redeeming site), and how many redemptions."""
+    o = redemption_origins
     query = (
-        select(lots.c.origin_site_id, redemptions.c.site_id, func.sum(lot_uses.c.minutes))
-        .select_from(
-            redemptions.join(lot_uses, lot_uses.c.entry_id == redemptions.c.entry_id).join(
-                lots, lots.c.id == lot_uses.c.lot_id
-            )
-        )
+        select(o.c.origin_site_id, o.c.site_id, func.sum(o.c.minutes))
         .where(*conditions)
-        .group_by(lots.c.origin_site_id, redemptions.c.site_id)
+        .group_by(o.c.origin_site_id, o.c.site_id)
     )
     flows = {(origin, site): int(minutes) for origin, site, minutes in conn.execute(query)}
-    count = conn.execute(select(func.count()).select_from(redemptions).where(*conditions))
+    count = conn.execute(select(func.count(distinct(o.c.entry_id))).where(*conditions))
     return flows, int(count.scalar_one())
+
+
+def net_of_sites(
+    conn: Connection, programme_id: int, site_ids: list[int], start_at: datetime, end_at: datetime
+) -> int:
+    """What the unit made of ``site_ids`` is owed (positive) or owes over the period, as the
+    clearing report's ``net_of`` would say: minutes earned elsewhere and redeemed at its
+    sites, less minutes earned at its sites and redeemed elsewhere. Reads only the flows
+    into and out of those sites, not the programme's."""
+    o = redemption_origins
+    period = (o.c.programme_id == programme_id, *_in_period(start_at, end_at))
+    owed = select(func.coalesce(func.sum(o.c.minutes), 0)).where(
+        o.c.site_id.in_(site_ids), o.c.origin_site_id.not_in(site_ids), *period
+    )
+    owes = select(func.coalesce(func.sum(o.c.minutes), 0)).where(
+        o.c.origin_site_id.in_(site_ids), o.c.site_id.not_in(site_ids), *period
+    )
+    return int(conn.execute(owed).scalar_one()) - int(conn.execute(owes).scalar_one())
 
 
 def by_unit(flows: SiteFlows, unit_of: dict[int, str]) -> dict[tuple[str, str], int]:
@@ -158,16 +173,17 @@ def _summary(gross: dict[tuple[str, str], int]) -> dict[str, Any]:
     }
 
 
-def _in_period(programme_id: int, start_at: datetime, end_at: datetime) -> tuple[Any, ...]:
-    return (
-        redemptions.c.programme_id == programme_id,
-        redemptions.c.occurred_at >= start_at,
-        redemptions.c.occurred_at < end_at,
-    )
+def _in_period(start_at: datetime, end_at: datetime) -> tuple[Any, ...]:
+    o = redemption_origins
+    return (o.c.occurred_at >= start_at, o.c.occurred_at < end_at)
+
+
+def _programme_period(programme_id: int, start_at: datetime, end_at: datetime) -> tuple[Any, ...]:
+    return (redemption_origins.c.programme_id == programme_id, *_in_period(start_at, end_at))
 
 
 def _cleared_by(settlement_id: int) -> Any:
-    return redemptions.c.entry_id.in_(
+    return redemption_origins.c.entry_id.in_(
         select(clearing_items.c.entry_id).where(clearing_items.c.settlement_id == settlement_id)
     )
 
@@ -182,7 +198,7 @@ def report(
     _check_level(level)
     start_at, end_at = period_bounds(conn, programme.id, start, end)
     unit_of = units(conn, programme.id, level)
-    flows, count = site_flows(conn, *_in_period(programme.id, start_at, end_at))
+    flows, count = site_flows(conn, *_programme_period(programme.id, start_at, end_at))
     gross = by_unit(flows, unit_of)
     settled = conn.execute(
         select(settlements.c.id).where(
@@ -195,7 +211,7 @@ def report(
     carried = 0
     if settled is not None:
         cleared, _ = site_flows(
-            conn, *_in_period(programme.id, start_at, end_at), _cleared_by(settled)
+            conn, *_programme_period(programme.id, start_at, end_at), _cleared_by(settled)
         )
         carried = sum(flows.values()) - sum(cleared.values())
     return ClearingReport(
@@ -264,7 +280,9 @@ def settle(  # noqa: PLR0917 - the settlement's own fields
     # claimed and counted, or neither.
     unit_of = units(act.conn, programme.id, level)
     flows, _ = site_flows(act.conn, _cleared_by(settlement_id))
-    late, _ = site_flows(act.conn, _cleared_by(settlement_id), redemptions.c.occurred_at < start_at)
+    late, _ = site_flows(
+        act.conn, _cleared_by(settlement_id), redemption_origins.c.occurred_at < start_at
+    )
     gross = by_unit(flows, unit_of)
     posting = (settlement_id, level, operator, end_at)
     _post_positions(act, programme_code, posting, positions(gross))
@@ -390,7 +408,7 @@ def view(conn: Connection, settlement_id: int) -> SettlementView:
     start_at, _ = period_bounds(conn, row.programme_id, row.period_start, row.period_end)
     unit_of = units(conn, row.programme_id, row.level)
     flows, count = site_flows(conn, _cleared_by(row.id))
-    late, _ = site_flows(conn, _cleared_by(row.id), redemptions.c.occurred_at < start_at)
+    late, _ = site_flows(conn, _cleared_by(row.id), redemption_origins.c.occurred_at < start_at)
     lines = conn.execute(
         select(settlement_lines)
         .where(settlement_lines.c.settlement_id == row.id)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Connection, Row, func, insert, select
 
 from timebank import errors
 from timebank.bank import _lots
@@ -16,7 +16,14 @@ from timebank.bank._ctx import Act, account_code, code_of, one, programme_row
 from timebank.bank._org import authorize, policy_at, site_row
 from timebank.bank._people import birth_date_of, member_row, relation_of
 from timebank.bank.models import Policy, RedemptionView, age_on
-from timebank.bank.schema import programmes, redemptions, sites
+from timebank.bank.schema import (
+    lot_uses,
+    lots,
+    programmes,
+    redemption_origins,
+    redemptions,
+    sites,
+)
 
 _COMPARED = ("member_id", "recipient_id", "site_id", "service_type", "minutes", "occurred_at")
 
@@ -70,7 +77,25 @@ def record(act: Act, programme_id: int, key: str, row: dict[str, Any], entry_id:
         .values(programme_id=programme_id, idempotency_key=key, **row, entry_id=entry_id)
         .returning(redemptions.c.id)
     ).scalar_one()
+    record_origins(act.conn, redemptions.c.entry_id == entry_id)
     return redemption_id
+
+
+def record_origins(conn: Connection, which: Any) -> None:
+    """Write the clearing rows of the redemptions ``which`` selects (a condition on
+    ``redemptions``), already written with their lot uses: their minutes by the site where
+    the lots were earned. The row engine and the bulk import both write them so."""
+    r, u = redemptions, lot_uses
+    by_origin = (
+        select(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
+               r.c.occurred_at, func.sum(u.c.minutes))
+        .select_from(r.join(u, u.c.entry_id == r.c.entry_id).join(lots, lots.c.id == u.c.lot_id))
+        .where(which)
+        .group_by(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
+                  r.c.occurred_at)
+    )
+    columns = ["entry_id", "origin_site_id", "programme_id", "site_id", "occurred_at", "minutes"]
+    conn.execute(insert(redemption_origins).from_select(columns, by_origin))
 
 
 def _same(

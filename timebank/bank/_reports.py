@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Row, case, distinct, func, select, union
 
@@ -21,7 +21,7 @@ from timebank.bank import _bookings, _clearing, _exposure
 from timebank.bank._ctx import account_code, code_of, programme_row
 from timebank.bank._org import region_row, site_row
 from timebank.bank._people import member_row
-from timebank.bank.models import ClearingLevel, LotView, age_on
+from timebank.bank.models import LotView, age_on
 from timebank.bank.report_models import (
     ActivityReport,
     DemographicRow,
@@ -171,13 +171,11 @@ class _Scope:
         if kind == "site":
             site = site_row(conn, programme_id, code)
             self.code = site.code
-            self.level: ClearingLevel = "site"
             self.sites: Any = select(sites.c.id).where(sites.c.id == site.id)
             self.pools: Any = None
         else:
             region = region_row(conn, programme_id, code)
             self.code = region.code
-            self.level = cast(ClearingLevel, region.level)
             under = (
                 select(regions.c.id)
                 .where(
@@ -250,7 +248,8 @@ def activity(
     if scope.pools is not None:
         for code_, minutes in _net(_flows(conn, scope.pools, start_at, end_at)).items():
             movements[code_] = movements.get(code_, 0) + minutes
-    cleared = _clearing.report(conn, programme_code, start, end, scope.level)
+    site_ids = list(conn.execute(scope.sites).scalars())
+    cleared = _clearing.net_of_sites(conn, programme.id, site_ids, start_at, end_at)
     opening, _ = _exposure.account_sums(conn, scope.liability_accounts, start_at - _JUST_BEFORE)
     closing, _ = _exposure.account_sums(conn, scope.liability_accounts, end_at - _JUST_BEFORE)
     return ActivityReport(
@@ -272,7 +271,7 @@ def activity(
         expired_minutes=-flows["expiry"][1],
         opening_liability_minutes=opening,
         closing_liability_minutes=closing,
-        clearing_net_minutes=cleared.net_of(scope.code),
+        clearing_net_minutes=cleared,
         movements=Movements(by_code={k: v for k, v in sorted(movements.items()) if v}),
         stations_total=int(stations_total.scalar_one()),
         stations_active=int(active.scalar_one()),

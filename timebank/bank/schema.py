@@ -401,6 +401,42 @@ class LotUse(Base):
     __table_args__ = (CheckConstraint("minutes > 0", name="minutes"),)
 
 
+class RedemptionOrigin(Base):
+    """The minutes a redemption took from lots earned at one site: the rows of clearing
+    (origin, redeeming site, when the care was given), written with the redemption from its
+    lot uses. A clearing reads a range of one index instead of joining redemptions, lot uses
+    and lots over the period, and a station's or a region's net position reads only the
+    flows into and out of its own sites. ``sealing.audit`` checks it against the lot uses."""
+
+    __tablename__ = "tb_redemption_origins"
+
+    entry_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("tb_redemptions.entry_id"), primary_key=True
+    )
+    origin_site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"), primary_key=True)
+    programme_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_programmes.id"))
+    site_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_sites.id"))
+    occurred_at: Mapped[datetime]
+    minutes: Mapped[int]
+
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="minutes"),
+        # Each index holds what its reader sums, so no row is visited (index-only reads).
+        Index(
+            "ix_tb_redemption_origins_programme_id_occurred_at",
+            "programme_id", "occurred_at", "origin_site_id", "site_id", "minutes",
+        ),
+        Index(
+            "ix_tb_redemption_origins_site_id_occurred_at",
+            "site_id", "occurred_at", "origin_site_id", "minutes",
+        ),
+        Index(
+            "ix_tb_redemption_origins_origin_site_id_occurred_at",
+            "origin_site_id", "occurred_at", "site_id", "minutes",
+        ),
+    )
+
+
 class PoolLot(Base):
     """Minutes a region's pool holds, with where and when they were earned (a donation, an
     excess over a member's cap, an estate or expired minutes). Pool lots do not expire; a
@@ -692,6 +728,7 @@ confirmations = cast(Table, Confirmation.__table__)
 lots = cast(Table, Lot.__table__)
 redemptions = cast(Table, Redemption.__table__)
 lot_uses = cast(Table, LotUse.__table__)
+redemption_origins = cast(Table, RedemptionOrigin.__table__)
 gifts = cast(Table, Gift.__table__)
 pool_lots = cast(Table, PoolLot.__table__)
 pool_lot_uses = cast(Table, PoolLotUse.__table__)
