@@ -82,8 +82,8 @@ def _small_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
         raise ValueError(f"metadata is {size} bytes, past the maximum of {METADATA_BYTES_MAX}")
     if all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
         return dict(value)  # flat: already as it will read back
-    # Kept as it will read back (tuples become lists, keys strings), so a replay compares
-    # equal.
+    # Kept as it will read back (tuples become lists, a str subclass a str), so a replay
+    # compares equal.
     normalised: dict[str, Any] = json.loads(dumped)
     return normalised
 

@@ -24,10 +24,11 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Row, except_, func, insert, select, text
+from sqlalchemy import Connection, Row, Select, except_, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 
 from timebank import _reads, errors
+from timebank.bank._redeem import origins_from_lot_uses
 from timebank.bank.schema import (
     lot_uses,
     lots,
@@ -35,7 +36,6 @@ from timebank.bank.schema import (
     pool_lot_uses,
     pool_lots,
     redemption_origins,
-    redemptions,
     regions,
 )
 from timebank.ledger import Ledger
@@ -520,17 +520,10 @@ def _check_lots(conn: Connection, found: _Found) -> None:
 def _check_redemption_origins(conn: Connection, found: _Found) -> None:
     """Each redemption's clearing rows are its lot uses summed by the site where the lots
     were earned, with the redemption's own programme, site and time; nothing else."""
-    r, o = redemptions, redemption_origins
-    from_uses = (
-        select(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
-               r.c.occurred_at, func.sum(lot_uses.c.minutes))
-        .select_from(r.join(lot_uses, lot_uses.c.entry_id == r.c.entry_id)
-                     .join(lots, lots.c.id == lot_uses.c.lot_id))
-        .group_by(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
-                  r.c.occurred_at)
-    )
-    stored = select(o.c.entry_id, o.c.origin_site_id, o.c.programme_id, o.c.site_id,
-                    o.c.occurred_at, o.c.minutes)
+    o = redemption_origins
+    from_uses = origins_from_lot_uses()
+    stored: Select[Any] = select(o.c.entry_id, o.c.origin_site_id, o.c.programme_id,
+                                 o.c.site_id, o.c.occurred_at, o.c.minutes)
     for rows, detail in (
         (except_(from_uses, stored), "its lot uses give {} minutes from site {}, not stored"),
         (except_(stored, from_uses), "{} minutes from site {} stored, not from its lot uses"),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select
+from sqlalchemy import Connection, Row, Select, func, insert, select
 
 from timebank import errors
 from timebank.bank import _lots
@@ -83,19 +83,24 @@ def record(act: Act, programme_id: int, key: str, row: dict[str, Any], entry_id:
 
 def record_origins(conn: Connection, which: Any) -> None:
     """Write the clearing rows of the redemptions ``which`` selects (a condition on
-    ``redemptions``), already written with their lot uses: their minutes by the site where
-    the lots were earned. The row engine and the bulk import both write them so."""
-    r, u = redemptions, lot_uses
-    by_origin = (
-        select(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
-               r.c.occurred_at, func.sum(u.c.minutes))
-        .select_from(r.join(u, u.c.entry_id == r.c.entry_id).join(lots, lots.c.id == u.c.lot_id))
-        .where(which)
-        .group_by(r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id,
-                  r.c.occurred_at)
-    )
+    ``redemptions``), already written with their lot uses. The row engine and the bulk
+    import both write them so."""
     columns = ["entry_id", "origin_site_id", "programme_id", "site_id", "occurred_at", "minutes"]
-    conn.execute(insert(redemption_origins).from_select(columns, by_origin))
+    conn.execute(insert(redemption_origins).from_select(columns, origins_from_lot_uses(which)))
+
+
+def origins_from_lot_uses(*conditions: Any) -> Select[Any]:
+    """The clearing rows of the redemptions matching ``conditions``, computed from their lot
+    uses: minutes by the site where the lots were earned, with the redemption's programme,
+    site and time (what ``record_origins`` writes and the audit compares)."""
+    r, u = redemptions, lot_uses
+    keys = (r.c.entry_id, lots.c.origin_site_id, r.c.programme_id, r.c.site_id, r.c.occurred_at)
+    return (
+        select(*keys, func.sum(u.c.minutes).label("minutes"))
+        .select_from(r.join(u, u.c.entry_id == r.c.entry_id).join(lots, lots.c.id == u.c.lot_id))
+        .where(*conditions)
+        .group_by(*keys)
+    )
 
 
 def _same(

@@ -311,7 +311,6 @@ def _open_index(name: str, owner: str) -> Index:
     return index.ddl_if(dialect=PARTIAL_INDEX_DIALECTS)  # type: ignore[arg-type]
 
 
-
 class Lot(Base):
     """Minutes credited together: where and when they were earned, when they expire, and how
     many are left. A member's balance is the sum of ``remaining_minutes`` of their lots."""
