@@ -23,22 +23,22 @@ OPEN_INDEXES = {
 }
 
 
-@pytest.fixture
-def world(db_url: str) -> Iterator[World]:
-    w = fresh(db_url, Clock())
+def _opened(url: str) -> Iterator[World]:
+    w = fresh(url, Clock())
     try:
         yield w
     finally:
         w.bank.dispose()
+
+
+@pytest.fixture
+def world(db_url: str) -> Iterator[World]:
+    yield from _opened(db_url)
 
 
 @pytest.fixture
 def pg_world(postgres_url: str) -> Iterator[World]:
-    w = fresh(postgres_url, Clock())
-    try:
-        yield w
-    finally:
-        w.bank.dispose()
+    yield from _opened(postgres_url)
 
 
 def test_the_open_lot_indexes_are_partial_where_the_database_allows(
