@@ -240,3 +240,34 @@ def test_check_invariants_finds_lots_and_balances_that_disagree(sqlite_url: str)
         assert not report.verify_ok
     finally:
         bank.dispose()
+
+
+def test_check_invariants_finds_clearing_rows_that_disagree_with_lot_uses(sqlite_url: str) -> None:
+    """A redemption's clearing rows edited behind the library's back are reported."""
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from tests.bankworld import PROGRAMME, fresh  # noqa: PLC0415
+    from tests.clocks import Clock  # noqa: PLC0415
+    from timebank.bank.schema import redemption_origins  # noqa: PLC0415
+
+    world = fresh(sqlite_url, Clock())
+    try:
+        bank = world.bank
+        service = world.serve("inv-1", "wang", "grandma", minutes=60)
+        bank.confirm_service(service, operator="conf-sw")
+        done = bank.redeem("inv-r", programme=PROGRAMME, member_id=world.members["wang"],
+                           site="sunrise", service_type="shopping", minutes=25,
+                           operator="sunrise-op")
+        report = check_invariants(bank, PROGRAMME)
+        assert report.ok
+        assert report.clearing_row_mismatches == 0
+        o = redemption_origins
+        with world.engine.begin() as conn:
+            conn.execute(update(o).where(o.c.entry_id == done.entry_id).values(minutes=24))
+        report = check_invariants(bank, PROGRAMME)
+        assert not report.ok
+        assert report.clearing_row_mismatches == 1
+        assert f"redemption entry {done.entry_id}: clearing rows differ" in report.problems
+        assert report.verify_ok  # the ledger itself is untouched
+    finally:
+        bank.dispose()

@@ -24,18 +24,17 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Row, Select, except_, func, insert, select, text
+from sqlalchemy import Connection, Row, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 
 from timebank import _reads, errors
-from timebank.bank._redeem import origins_from_lot_uses
+from timebank.bank._redeem import differing_origins
 from timebank.bank.schema import (
     lot_uses,
     lots,
     members,
     pool_lot_uses,
     pool_lots,
-    redemption_origins,
     regions,
 )
 from timebank.ledger import Ledger
@@ -520,17 +519,13 @@ def _check_lots(conn: Connection, found: _Found) -> None:
 def _check_redemption_origins(conn: Connection, found: _Found) -> None:
     """Each redemption's clearing rows are its lot uses summed by the site where the lots
     were earned, with the redemption's own programme, site and time; nothing else."""
-    o = redemption_origins
-    from_uses = origins_from_lot_uses()
-    stored: Select[Any] = select(o.c.entry_id, o.c.origin_site_id, o.c.programme_id,
-                                 o.c.site_id, o.c.occurred_at, o.c.minutes)
-    for rows, detail in (
-        (except_(from_uses, stored), "its lot uses give {} minutes from site {}, not stored"),
-        (except_(stored, from_uses), "{} minutes from site {} stored, not from its lot uses"),
-    ):
-        differ = rows.subquery()
-        for row in conn.execute(select(differ).order_by(*differ.c)):
-            found.add("clearing", f"redemption entry {row[0]}", detail.format(row[5], row[1]))
+    details = {
+        "missing": "its lot uses give {} minutes from site {}, not stored",
+        "stray": "{} minutes from site {} stored, not from its lot uses",
+    }
+    for label, row in differing_origins(conn):
+        found.add("clearing", f"redemption entry {row.entry_id}",
+                  details[label].format(row.minutes, row.origin_site_id))
 
 
 def _check_holders(conn: Connection, found: _Found) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, func, insert, select
+from sqlalchemy import Connection, Row, Select, except_, func, insert, select
 
 from timebank import errors
 from timebank.bank import _lots
@@ -101,6 +101,25 @@ def origins_from_lot_uses(*conditions: Any) -> Select[Any]:
         .where(*conditions)
         .group_by(*keys)
     )
+
+
+def differing_origins(conn: Connection, *conditions: Any) -> list[tuple[str, Row[Any]]]:
+    """The clearing rows (of the redemptions matching ``conditions``) that differ from what
+    their lot uses give: ("missing", the row the lot uses give) where none like it is
+    stored, ("stray", the stored row) where the lot uses give none like it. Empty when
+    every redemption's rows are right."""
+    o = redemption_origins
+    computed = origins_from_lot_uses(*conditions)
+    stored: Select[Any] = select(
+        o.c.entry_id, o.c.origin_site_id, o.c.programme_id, o.c.site_id, o.c.occurred_at,
+        o.c.minutes,
+    ).where(o.c.entry_id.in_(select(redemptions.c.entry_id).where(*conditions)))
+    found: list[tuple[str, Row[Any]]] = []
+    pairs = (("missing", except_(computed, stored)), ("stray", except_(stored, computed)))
+    for label, rows in pairs:
+        differ = rows.subquery()
+        found += [(label, row) for row in conn.execute(select(differ).order_by(*differ.c))]
+    return found
 
 
 def _same(

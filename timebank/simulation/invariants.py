@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select
 
-from timebank.bank import _lots
+from timebank.bank import _lots, _redeem
 from timebank.bank._ctx import programme_row
 from timebank.bank.api import TimeBank
-from timebank.bank.schema import members, regions
+from timebank.bank.schema import members, redemptions, regions
 from timebank.schema import accounts
 
 #: At most this many problems of one kind are listed (the counts are complete).
@@ -37,6 +37,8 @@ class InvariantReport(BaseModel):
     trial_balance_total: int
     #: Accounts whose held minutes exceed what their balance holds above the floor.
     over_held_accounts: int
+    #: Redemptions whose clearing rows differ from their lot uses by origin site.
+    clearing_row_mismatches: int
     problems: tuple[str, ...]
 
     def render(self) -> str:
@@ -51,6 +53,8 @@ class InvariantReport(BaseModel):
             f"/{self.pools_checked:,}",
             f"  trial balance total: {self.trial_balance_total} (must be 0)",
             f"  accounts holding more than they have: {self.over_held_accounts}",
+            f"  redemptions whose clearing rows differ from their lot uses: "
+            f"{self.clearing_row_mismatches}",
         ]
         lines += [f"  ! {problem}" for problem in self.problems]
         return "\n".join(lines)
@@ -60,12 +64,14 @@ def check_invariants(bank: TimeBank, programme: str) -> InvariantReport:
     """Check, on the database behind ``bank``: ``ledger.verify()``; every member's balance
     equals the sum of their open lots (what ``bank.lots_total`` reads); every region pool's
     balance equals its pool lots (``bank.pool_lots_total``); all balances sum to zero; no
-    account holds more minutes than it has above its floor. Reads grouped sums, never the
+    account holds more minutes than it has above its floor; every redemption's clearing
+    rows are its lot uses by origin site. Reads grouped sums, never the
     journal into memory (``verify`` aside, which the ledger runs in the database)."""
     report = bank.ledger.verify()
     problems = [f"verify: {p}" for p in report.problems[:LISTED_MAX]]
     found = bank._read(lambda conn: _sums(conn, programme))
     member_bad, pool_bad, total, over_held, checked_members, checked_pools = found
+    clearing_bad = bank._read(lambda conn: _clearing_rows(conn, programme))
     problems += [
         f"member {m}: balance {b}, open lots {lot}" for m, b, lot in member_bad[:LISTED_MAX]
     ]
@@ -73,7 +79,9 @@ def check_invariants(bank: TimeBank, programme: str) -> InvariantReport:
     if total != 0:
         problems.append(f"trial balance sums to {total}, not 0")
     problems += [f"account {code}: over-held" for code in over_held[:LISTED_MAX]]
-    ok = report.ok and not member_bad and not pool_bad and total == 0 and not over_held
+    problems += [f"redemption entry {e}: clearing rows differ" for e in clearing_bad[:LISTED_MAX]]
+    ok = (report.ok and not member_bad and not pool_bad and total == 0 and not over_held
+          and not clearing_bad)
     return InvariantReport(
         ok=ok,
         verify_ok=report.ok,
@@ -85,11 +93,20 @@ def check_invariants(bank: TimeBank, programme: str) -> InvariantReport:
         pool_lot_mismatches=len(pool_bad),
         trial_balance_total=total,
         over_held_accounts=len(over_held),
+        clearing_row_mismatches=len(clearing_bad),
         problems=tuple(problems),
     )
 
 
 Mismatch = tuple[int | str, int, int]
+
+
+def _clearing_rows(conn: Connection, programme: str) -> list[int]:
+    """The programme's redemptions (entry ids) whose clearing rows differ from their lot
+    uses."""
+    programme_id = programme_row(conn, programme).id
+    differing = _redeem.differing_origins(conn, redemptions.c.programme_id == programme_id)
+    return sorted({row.entry_id for _, row in differing})
 
 
 def _sums(
