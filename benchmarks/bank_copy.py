@@ -53,6 +53,7 @@ TABLES = (
     "tb_lots",
     "tb_lot_uses",
     "tb_redemptions",
+    "tb_redemption_origins",
     "tb_gifts",
 )
 
