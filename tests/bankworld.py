@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -145,6 +145,16 @@ def build(url: str, clock: Clock, policy: Policy = POLICY) -> World:
 # --- one world per backend and process, cloned for each test -------------------------------
 
 _TEMPLATES: dict[str, tuple[str, dict[str, int]]] = {}
+
+
+def opened(url: str, clock: Clock | None = None) -> Iterator[World]:
+    """A fresh world on ``url``, disposed of afterwards: ``yield from opened(url)`` in a
+    fixture."""
+    world = fresh(url, clock or Clock())
+    try:
+        yield world
+    finally:
+        world.bank.dispose()
 
 
 def fresh(url: str, clock: Clock) -> World:

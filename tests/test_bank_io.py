@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.bankworld import PROGRAMME, SECRET, World, fresh
-from tests.clocks import Clock
+from tests.bankworld import PROGRAMME, SECRET, World, opened
 from tests.dbdump import dump
 from timebank import BankObjectNotFoundError, InvalidInputError, PermissionDeniedError
 from timebank.bank import Policy, ServiceType, TimeBank
@@ -38,20 +37,12 @@ HEADER = ",".join(HISTORY_COLUMNS)
 
 @pytest.fixture
 def world(sqlite_url: str) -> Iterator[World]:
-    yield from _world(sqlite_url)
+    yield from opened(sqlite_url)
 
 
 @pytest.fixture
 def any_world(db_url: str) -> Iterator[World]:
-    yield from _world(db_url)
-
-
-def _world(url: str) -> Iterator[World]:
-    built = fresh(url, Clock())
-    try:
-        yield built
-    finally:
-        built.bank.dispose()
+    yield from opened(db_url)
 
 
 def bank(world: World) -> TimeBank:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, inspect
 
-from tests.bankworld import PROGRAMME, World, fresh
-from tests.clocks import Clock
+from tests.bankworld import PROGRAMME, World, opened
 
 OPEN_INDEXES = {
     "tb_lots": "ix_tb_lots_open_member_id_earned_on",
@@ -23,22 +22,14 @@ OPEN_INDEXES = {
 }
 
 
-def _opened(url: str) -> Iterator[World]:
-    w = fresh(url, Clock())
-    try:
-        yield w
-    finally:
-        w.bank.dispose()
-
-
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    yield from _opened(db_url)
+    yield from opened(db_url)
 
 
 @pytest.fixture
 def pg_world(postgres_url: str) -> Iterator[World]:
-    yield from _opened(postgres_url)
+    yield from opened(postgres_url)
 
 
 def test_the_open_lot_indexes_are_partial_where_the_database_allows(
