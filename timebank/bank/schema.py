@@ -421,9 +421,10 @@ class RedemptionOrigin(Base):
     __table_args__ = (
         CheckConstraint("minutes > 0", name="minutes"),
         # Each index holds what its reader sums, so no row is visited (index-only reads).
+        # The entry id too: the clearing counts the period's distinct redemptions.
         Index(
-            "ix_tb_redemption_origins_programme_id_occurred_at",
-            "programme_id", "occurred_at", "origin_site_id", "site_id", "minutes",
+            "ix_tb_redemption_origins_programme_id_occurred_at_entry_id",
+            "programme_id", "occurred_at", "origin_site_id", "site_id", "minutes", "entry_id",
         ),
         Index(
             "ix_tb_redemption_origins_site_id_occurred_at",
