@@ -30,6 +30,12 @@ nothing written in between, the script measures:
 - a region's clearing: ``clearing`` at city level for those 30 days;
 - the trial balance of every account (one call: a million accounts);
 - the posting rate: entries a second over the last 10 batches before the checkpoint;
+- the control: the same balance look-ups (1,000 calls) and the first statement page (50
+  calls) on a small ledger beside the province (1,000 accounts, one of 300 postings; on the
+  same server or in the same directory) that never grows. These machines are shared and
+  their speed drifts by x2 within an hour; a look-up that grows with the province's history
+  grows against the control, one that the machine slowed grows with it. The growth reading
+  gives both ratios;
 - how the two reports reach the history: every SELECT they run is EXPLAINed, and the table
   names the history tables (journal, postings, services, redemptions, lots, lot uses) some
   plan reads whole, "none" when every one is reached through an index.
@@ -53,7 +59,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -77,6 +83,7 @@ from run_w import (  # noqa: E402 - after the path set-up
 from timebank import Ledger  # noqa: E402
 from timebank.bank import NewMember, Policy, ServiceType, TimeBank  # noqa: E402
 from timebank.bank._io import HISTORY_COLUMNS  # noqa: E402
+from timebank.models import AccountSpec, TransferCommand  # noqa: E402
 
 PROGRAMME = "prov"
 SECRET = b"scale-secret"
@@ -100,6 +107,8 @@ AS_OF_CALLS = 200
 PAGE_CALLS = 50
 PAGE_LINES = 100
 RATE_BATCHES = 10
+CONTROL_ACCOUNTS = 1_000
+CONTROL_HOT_POSTINGS = 300
 CHECKPOINTS = (10_000, 1_000_000, 10_000_000)
 POLICY = Policy(
     service_types={"care": ServiceType(name="Care", weight_permille=1000)},
@@ -298,6 +307,39 @@ class Filler:
 # ---- measuring -----------------------------------------------------------------------------
 
 
+class Control:
+    """A small ledger that never grows, measured beside the province at every checkpoint:
+    what the machine gives a balance look-up and a statement page at that moment."""
+
+    def __init__(self, url: URL) -> None:
+        self.ledger = Ledger.open(url.render_as_string(hide_password=False))
+        self.codes = [f"k{n}" for n in range(CONTROL_ACCOUNTS)]
+        self.ledger.open_accounts(
+            [AccountSpec(code="source", type="system", floor_minutes=None)]
+            + [AccountSpec(code=code, type="member") for code in self.codes]
+        )
+        self.ledger.post_many(
+            TransferCommand(idempotency_key=f"c{n}", code="deposit", debit="source",
+                            credit=self.codes[0], amount_minutes=1, operator=OPERATOR)
+            for n in range(CONTROL_HOT_POSTINGS)
+        )
+
+    def measure(self) -> tuple[float, float]:
+        """Balance look-up p50 (µs) of every account; first page of the busy one (ms)."""
+        singles = []
+        gc.collect()
+        for code in self.codes:
+            started = time.perf_counter()
+            self.ledger.balance(code)
+            singles.append(time.perf_counter() - started)
+        pages = timed_calls(lambda: self.ledger.statement(self.codes[0], limit=PAGE_LINES),
+                            PAGE_CALLS)
+        return statistics.median(singles) * 1e6, statistics.mean(pages) * 1e3
+
+    def dispose(self) -> None:
+        self.ledger.dispose()
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     postings: int
@@ -310,6 +352,8 @@ class Checkpoint:
     rate: float
     lookup_p50_us: float
     lookup_p99_us: float
+    control_p50_us: float
+    control_page_ms: float
     as_of_us: float
     first_page_ms: float
     last_page_ms: float
@@ -332,7 +376,7 @@ def timed_calls(action: Callable[[], object], calls: int) -> list[float]:
     return out
 
 
-def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
+def measure(filler: Filler, url: URL, codes: dict[int, str], control: Control) -> Checkpoint:
     bank, ledger, problems = filler.bank, filler.bank.ledger, []
     if url.get_backend_name() == "postgresql":
         with ledger.engine.begin() as conn:  # untimed: what autovacuum keeps
@@ -351,6 +395,7 @@ def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
     hot = codes[0]
     as_of_us = _as_of(filler, hot, problems)
     first_ms, last_ms = _pages(filler, hot, problems)
+    control_p50_us, control_page_ms = control.measure()
     month_start, month_end = _last_month(filler.clock.now)
     station = timed_calls(lambda: bank.station_report(PROGRAMME, station_code(0),
                                                       start=month_start, end=month_end), 5)
@@ -375,6 +420,8 @@ def measure(filler: Filler, url: URL, codes: dict[int, str]) -> Checkpoint:
         rate=filler.recent_rate(),
         lookup_p50_us=statistics.median(singles) * 1e6,
         lookup_p99_us=statistics.quantiles(singles, n=100)[98] * 1e6,
+        control_p50_us=control_p50_us,
+        control_page_ms=control_page_ms,
         as_of_us=as_of_us,
         first_page_ms=first_ms,
         last_page_ms=last_ms,
@@ -498,10 +545,11 @@ class Run:
     analyze_seconds: float
 
 
-def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
+def run(url: URL, control_url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
     clock = SimulatedClock(HISTORY_START - timedelta(days=1))
     bank = TimeBank(Ledger.open(url.render_as_string(hide_password=False), clock=clock),
                     identity_secrets={PROGRAMME: SECRET})
+    control = Control(control_url)
     started = time.perf_counter()
     try:
         print(f"registering {members:,} members", file=sys.stderr, flush=True)
@@ -517,10 +565,11 @@ def run(url: URL, members: int, checkpoints_at: Sequence[int]) -> Run:
             filler.fill_to(target)
             print(f"checkpoint {filler.entries * 2:,} postings: measuring", file=sys.stderr,
                   flush=True)
-            checkpoints.append(measure(filler, url, codes))
+            checkpoints.append(measure(filler, url, codes, control))
             print(f"  {checkpoints[-1]}", file=sys.stderr, flush=True)
     finally:
         bank.dispose()
+        control.dispose()
     return Run(members, registered, checkpoints, time.perf_counter() - started, filler.reasons,
                analyzer.runs, analyzer.seconds)
 
@@ -529,17 +578,19 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
     head = (
         "| postings | entries | refused | hot postings | fill s | posting rate entries/s "
         "| DB MB | bytes per entry | peak RSS MB | balance p50 µs | balance p99 µs "
+        "| control: balance p50 µs, first page ms "
         "| balance as of µs | first page ms | last page ms | station month ms "
         "| city clearing ms | trial balance ms (accounts) | history tables read whole "
         "| check |"
     )
-    lines = [head, "|" + "--:|" * 17 + "---|---|"]
+    lines = [head, "|" + "--:|" * 18 + "---|---|"]
     for c in result.checkpoints:
         lines.append(
             f"| {c.postings:,} | {c.entries:,} | {c.refused:,} | {c.hot_postings:,} "
             f"| {c.fill_seconds:,.0f} | {c.rate:,.0f} | {c.database_mb:,.0f} "
             f"| {c.database_mb * 1e6 / max(c.entries, 1):,.0f} | {c.rss_mb:,.0f} "
-            f"| {c.lookup_p50_us:,.0f} | {c.lookup_p99_us:,.0f} | {c.as_of_us:,.0f} "
+            f"| {c.lookup_p50_us:,.0f} | {c.lookup_p99_us:,.0f} "
+            f"| {c.control_p50_us:,.0f}, {c.control_page_ms:,.2f} | {c.as_of_us:,.0f} "
             f"| {c.first_page_ms:,.2f} | {c.last_page_ms:,.2f} | {c.station_month_ms:,.1f} "
             f"| {c.clearing_month_ms:,.1f} | {c.trial_ms:,.0f} ({c.accounts:,}) "
             f"| station: {', '.join(c.station_scans) or 'none'}; clearing: "
@@ -590,7 +641,21 @@ def growth_reading(checkpoints: Sequence[Checkpoint]) -> str:
         ("posting rate", a.rate, b.rate),
     ):
         parts.append(f"{label} x{after / before:.2f}")
-    return (f"From {a.postings:,} to {b.postings:,} postings: " + "; ".join(parts) + ".")
+    machine = [
+        ("balance p50", a.control_p50_us, b.control_p50_us),
+        ("first page", a.control_page_ms, b.control_page_ms),
+    ]
+    against = [
+        ("balance p50", a.lookup_p50_us / a.control_p50_us, b.lookup_p50_us / b.control_p50_us),
+        ("first page", a.first_page_ms / a.control_page_ms, b.first_page_ms / b.control_page_ms),
+        ("last page", a.last_page_ms / a.control_page_ms, b.last_page_ms / b.control_page_ms),
+    ]
+    return (f"From {a.postings:,} to {b.postings:,} postings: " + "; ".join(parts) + ". "
+            "The control, which never grows, moved: "
+            + "; ".join(f"{label} x{after / before:.2f}" for label, before, after in machine)
+            + "; against it the province's "
+            + "; ".join(f"{label} x{after / before:.2f}" for label, before, after in against)
+            + ".")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -608,12 +673,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend: Backend = args.backend
     checkpoints_at = sorted(int(c) for c in args.checkpoints.split(","))
     directory = Path(args.sqlite_dir or tempfile.mkdtemp(prefix="tbscale-"))
-    database: AbstractContextManager[URL] = (
-        sqlite_database(directory, "scale") if backend == "sqlite"
-        else postgres_database(make_url(args.pg_url), "scale")
-    )
-    with database as url:
-        result = run(url, args.members, checkpoints_at)
+    def database(name: str) -> AbstractContextManager[URL]:
+        if backend == "sqlite":
+            return sqlite_database(directory, name)
+        return postgres_database(make_url(args.pg_url), name)
+
+    with ExitStack() as stack:
+        url = stack.enter_context(database("scale"))
+        control_url = stack.enter_context(database("scale_control"))
+        result = run(url, control_url, args.members, checkpoints_at)
     report = render(backend, result, machine_info(backend, make_url(args.pg_url)), argv)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     top = checkpoints_at[-1]
