@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from tests import _databases
 from tests._databases import (
     BACKENDS,
     MARIADB,
@@ -175,3 +176,31 @@ def test_server_databases_are_dropped_even_if_in_use(backend: str, tmp_path: Pat
         conn.execute(sa.select(1))
     conn.invalidate()
     engine.dispose()
+
+
+class _Refusing:
+    """An admin connection whose DROP DATABASE fails with ``code`` ``failures`` times."""
+
+    def __init__(self, code: int, failures: int) -> None:
+        self.code, self.failures, self.calls = code, failures, 0
+
+    def exec_driver_sql(self, statement: str) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise sa.exc.DBAPIError(statement, None, Exception(self.code, "can't rmdir"))
+
+
+def test_a_mariadb_drop_that_cannot_rmdir_is_retried_then_left_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tests._databases.time.sleep", lambda _s: None)
+    once = _Refusing(_databases._MARIADB_CANT_RMDIR, failures=1)
+    _databases._drop_mariadb_database(once, "`tb_x`")  # type: ignore[arg-type]
+    assert once.calls == 2
+    always = _Refusing(_databases._MARIADB_CANT_RMDIR, failures=99)
+    with pytest.warns(_databases.LeftDatabaseWarning, match="tb_x"):
+        _databases._drop_mariadb_database(always, "`tb_x`")  # type: ignore[arg-type]
+    assert always.calls == 3
+    other = _Refusing(1044, failures=1)  # access denied: a real failure, raised
+    with pytest.raises(sa.exc.DBAPIError):
+        _databases._drop_mariadb_database(other, "`tb_x`")  # type: ignore[arg-type]
