@@ -1031,11 +1031,8 @@ class _Batch:
         return True
 
     def _home_site(self, member: Row[Any]) -> Row[Any]:
-        """A giver's home station (read up front by :meth:`_load_homes`)."""
-        if member.home_site_id not in self._homes:
-            self._homes[member.home_site_id] = self.conn.execute(
-                select(sites).where(sites.c.id == member.home_site_id)
-            ).one()
+        """A giver's home station, read up front by :meth:`_load_homes` (every member has
+        one: the column is required and a foreign key)."""
         return self._homes[member.home_site_id]
 
     def _gift_people(self, giver: Row[Any], receiver: Row[Any], policy: Policy) -> None:
