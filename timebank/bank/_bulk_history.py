@@ -37,6 +37,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Row,
     bindparam,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 
 from timebank import errors
 from timebank._accounts import limit_refusal
-from timebank._bulk import bulk_insert, can_reserve_ids, reserve_ids
+from timebank._bulk import RawMany, bulk_insert, can_reserve_ids, reserve_ids
 from timebank._db import in_values
 from timebank.bank import _gifts, _pools, _redeem, _services
 from timebank.bank._ctx import Act, programme_row
@@ -167,6 +168,18 @@ _INSERTS: Final = {
         ),
     ),
 }
+
+#: Stored lots' remaining minutes after the batch, one statement (an executemany of single-row
+#: UPDATEs was 5 % of the PostgreSQL bulk path).
+_LOTS_LEFT: Final = RawMany(
+    update(lots)
+    .where(lots.c.id == bindparam("lot_id"))
+    .values(remaining_minutes=bindparam("left")),
+    [("lot_id", BigInteger()), ("left", BigInteger())],
+    "UPDATE tb_lots AS l SET remaining_minutes = v.left_minutes "
+    "FROM unnest(%(lot_id)s::bigint[], %(left)s::bigint[]) AS v(id, left_minutes) "
+    "WHERE l.id = v.id",
+)
 
 
 def supported(conn: Connection) -> bool:
@@ -1118,17 +1131,11 @@ class _Batch:
             ],
         )
         changed = [
-            {"lot_id": lot.id, "left": lot.remaining}
+            (lot.id, lot.remaining)
             for lot in w.touched.values()
             if lot.remaining != lot.stored_remaining
         ]
-        if changed:
-            self.conn.execute(
-                update(lots)
-                .where(lots.c.id == bindparam("lot_id"))
-                .values(remaining_minutes=bindparam("left")),
-                changed,
-            )
+        _LOTS_LEFT.execute(self.conn, changed)
         _INSERTS["uses"].execute(self.conn, [(entry_ids[e], lot.id, m) for e, lot, m in w.uses])
 
 
