@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import URL, event, make_url, text
+from sqlalchemy import URL, make_url, text
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
@@ -84,6 +84,7 @@ from timebank import Ledger  # noqa: E402
 from timebank.bank import NewMember, Policy, ServiceType, TimeBank  # noqa: E402
 from timebank.bank._io import HISTORY_COLUMNS  # noqa: E402
 from timebank.models import AccountSpec, TransferCommand  # noqa: E402
+from timebank.testing.plans import query_plans  # noqa: E402
 
 PROGRAMME = "prov"
 SECRET = b"scale-secret"
@@ -466,32 +467,15 @@ def scanned_tables(bank: TimeBank, action: Callable[[], object]) -> list[str]:
     """Run ``action``, then ask the database for the plan of every statement it ran: the
     history tables some statement reads whole (a sequential scan), none when every one of
     them is reached through an index."""
-    engine = bank.ledger.engine
-    statements: list[tuple[str, object]] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, parameters: object,
-                 _context: object, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        action()
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
-    sqlite = engine.dialect.name == "sqlite"
+    sqlite = bank.ledger.engine.dialect.name == "sqlite"
     found: set[str] = set()
-    with engine.connect() as conn:
-        for statement, parameters in statements:
-            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-            rows = conn.exec_driver_sql(explain + statement, parameters).all()  # type: ignore[arg-type]
-            plan = "\n".join(str(row[-1]) for row in rows)
-            for table in HISTORY_TABLES:
-                # SQLite: any SCAN reads the whole table, through an index or not (SEARCH
-                # is a range). PostgreSQL: a sequential scan.
-                pattern = rf"\bSCAN {table}\b" if sqlite else rf"Seq Scan on {table}\b"
-                if re.search(pattern, plan):
-                    found.add(table)
+    for query in query_plans(bank.ledger.engine, action):
+        for table in HISTORY_TABLES:
+            # SQLite: any SCAN reads the whole table, through an index or not (SEARCH is a
+            # range). PostgreSQL: a sequential scan.
+            pattern = rf"\bSCAN {table}\b" if sqlite else rf"Seq Scan on {table}\b"
+            if re.search(pattern, query.plan):
+                found.add(table)
     return sorted(found)
 
 

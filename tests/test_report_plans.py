@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from tests.bankworld import PROGRAMME, World, fresh
 from tests.clocks import Clock
@@ -23,6 +23,7 @@ from tests.simledger import REDEEMERS, local_day, simulate
 from timebank.bank.models import ClearingLevel
 from timebank.bank.schema import is_open, lots, regions, services
 from timebank.schema import postings
+from timebank.testing.plans import query_plans
 
 #: The tables that grow with history (and the members, with the programme).
 HISTORY = ("tb_entries", "tb_postings", "tb_services", "tb_service_recipients",
@@ -42,28 +43,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def plans(world: World, action: Callable[[], object]) -> list[tuple[str, str]]:
     """Run ``action``; return each SELECT it ran with its plan (SQLite's EXPLAIN QUERY PLAN)."""
-    engine = world.engine
-    statements: list[tuple[str, object]] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, parameters: object,
-                 _context: object, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        action()
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
-    assert statements, "the action ran no SELECT: nothing was checked"
-    found = []
-    with engine.connect() as conn:
-        for statement, parameters in statements:
-            rows = conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN " + statement, parameters  # type: ignore[arg-type]
-            ).all()
-            found.append((statement, "\n".join(str(row[-1]) for row in rows)))
-    return found
+    found = query_plans(world.engine, action)
+    assert found, "the action ran no SELECT: nothing was checked"
+    return [(p.statement, p.plan) for p in found]
 
 
 def whole_reads(world: World, action: Callable[[], object]) -> dict[str, list[str]]:

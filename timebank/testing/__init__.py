@@ -11,4 +11,5 @@ world factory and the clock) works without Hypothesis.
 * :mod:`timebank.testing.strategies` -- Hypothesis strategies, valid and invalid
 * :mod:`timebank.testing.machine` -- :class:`TimeBankMachine`, to subclass
 * :mod:`timebank.testing.plugin` -- the pytest fixtures (``timebank_*``)
+* :mod:`timebank.testing.plans` -- :func:`query_plans`, the plans of what an action ran
 """
