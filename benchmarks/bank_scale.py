@@ -28,6 +28,10 @@ nothing written in between, the script measures:
 - statement pages: the hot member's first page and last page of 100 lines (mean of 50);
 - a station's month: ``station_report`` of station s000 for the last 30 days recorded;
 - a region's clearing: ``clearing`` at city level for those 30 days;
+- what those 30 days held, as the two reports count it: services recorded at the station
+  and redemptions in the programme. Early on few members have minutes to spend, so a
+  month holds fewer redemptions at 1M postings than at 10M; the growth reading gives the
+  reports' time per service and per redemption too;
 - the trial balance of every account (one call: a million accounts);
 - the posting rate: entries a second over the last 10 batches before the checkpoint;
 - the control: the same balance look-ups (1,000 calls, p50 and p99) and the first
@@ -387,6 +391,10 @@ class Checkpoint:
     accounts: int
     station_scans: tuple[str, ...]
     clearing_scans: tuple[str, ...]
+    #: What the 30 days held, from the reports themselves: services recorded at the station
+    #: and redemptions in the programme (the clearing's rows are their lots' origins).
+    period_services: int
+    period_redemptions: int
     problems: tuple[str, ...]
 
 
@@ -427,6 +435,10 @@ def measure(filler: Filler, url: URL, codes: dict[int, str], control: Control) -
         PROGRAMME, station_code(0), start=month_start, end=month_end))
     clearing_scans = scanned_tables(bank, lambda: bank.clearing(
         PROGRAMME, start=month_start, end=month_end, level="city"))
+    period_services = bank.station_report(
+        PROGRAMME, station_code(0), start=month_start, end=month_end).services_recorded
+    period_redemptions = bank.clearing(
+        PROGRAMME, start=month_start, end=month_end, level="city").redemptions
     trial_calls = timed_calls(ledger.trial_balance, 1)
     trial = ledger.trial_balance()
     if trial.total_minutes != 0:
@@ -454,6 +466,8 @@ def measure(filler: Filler, url: URL, codes: dict[int, str], control: Control) -
         accounts=len(trial.lines),
         station_scans=tuple(station_scans),
         clearing_scans=tuple(clearing_scans),
+        period_services=period_services,
+        period_redemptions=period_redemptions,
         problems=tuple(problems),
     )
 
@@ -588,10 +602,11 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
         "| DB MB | bytes per entry | peak RSS MB | balance p50 µs | balance p99 µs "
         "| control: balance p50 / p99 µs, first page ms "
         "| balance as of µs | first page ms | last page ms | station month ms "
-        "| city clearing ms | trial balance ms (accounts) | history tables read whole "
+        "| city clearing ms | 30 days: services at the station, redemptions "
+        "| trial balance ms (accounts) | history tables read whole "
         "| check |"
     )
-    lines = [head, "|" + "--:|" * 18 + "---|---|"]
+    lines = [head, "|" + "--:|" * 19 + "---|---|"]
     for c in result.checkpoints:
         lines.append(
             f"| {c.postings:,} | {c.entries:,} | {c.refused:,} | {c.hot_postings:,} "
@@ -601,7 +616,8 @@ def render(backend: Backend, result: Run, info: dict[str, str], argv: Sequence[s
             f"| {c.control_p50_us:,.0f} / {c.control_p99_us:,.0f}, {c.control_page_ms:,.2f} "
             f"| {c.as_of_us:,.0f} "
             f"| {c.first_page_ms:,.2f} | {c.last_page_ms:,.2f} | {c.station_month_ms:,.1f} "
-            f"| {c.clearing_month_ms:,.1f} | {c.trial_ms:,.0f} ({c.accounts:,}) "
+            f"| {c.clearing_month_ms:,.1f} | {c.period_services:,}, {c.period_redemptions:,} "
+            f"| {c.trial_ms:,.0f} ({c.accounts:,}) "
             f"| station: {', '.join(c.station_scans) or 'none'}; clearing: "
             f"{', '.join(c.clearing_scans) or 'none'} "
             f"| {'; '.join(c.problems) or 'ok'} |"
@@ -664,7 +680,20 @@ def growth_reading(checkpoints: Sequence[Checkpoint]) -> str:
         ("first page", a.first_page_ms / a.control_page_ms, b.first_page_ms / b.control_page_ms),
         ("last page", a.last_page_ms / a.control_page_ms, b.last_page_ms / b.control_page_ms),
     ]
+    # The month's activity is not the same at every checkpoint: early on few members have
+    # minutes to redeem, so the reports are also read per unit of what they cover.
+    per_row = [
+        ("station month per service", a.station_month_ms / max(a.period_services, 1),
+         b.station_month_ms / max(b.period_services, 1)),
+        ("city clearing per redemption", a.clearing_month_ms / max(a.period_redemptions, 1),
+         b.clearing_month_ms / max(b.period_redemptions, 1)),
+    ]
     return (f"From {a.postings:,} to {b.postings:,} postings: " + "; ".join(parts) + ". "
+            "The 30 days held: services at the station "
+            f"x{b.period_services / max(a.period_services, 1):.2f}, redemptions "
+            f"x{b.period_redemptions / max(a.period_redemptions, 1):.2f}; per unit: "
+            + "; ".join(f"{label} x{after / before:.2f}" for label, before, after in per_row)
+            + ". "
             "The control, which never grows, moved: "
             + "; ".join(f"{label} x{after / before:.2f}" for label, before, after in machine)
             + "; against it the province's "
