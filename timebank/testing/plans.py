@@ -5,12 +5,13 @@
     found = query_plans(bank.ledger.engine, lambda: bank.station_report(...))
     assert not any("SCAN tb_postings" in p.plan for p in found)
 
-:func:`query_plans` records every SELECT the action runs on the engine (through SQLAlchemy's
-``before_cursor_execute`` event), then asks the database to plan each one again with the
-same parameters: ``EXPLAIN QUERY PLAN`` on SQLite, ``EXPLAIN`` on PostgreSQL, MariaDB and
-MySQL. Plans are the database's own words, one line per plan node; what counts as reading
-a table whole differs by database (SQLite's ``SCAN t``, PostgreSQL's ``Seq Scan on t``,
-MariaDB's ``type=ALL``), so the caller judges them.
+:func:`query_plans` records every SELECT the action runs through the engine (SQLAlchemy's
+``before_cursor_execute`` event; statements sent on the driver's own cursor, as the
+library's batch write path sends its inserts, are not seen), then asks the database to plan
+each one again with the same parameters: ``EXPLAIN QUERY PLAN`` on SQLite, ``EXPLAIN`` on
+PostgreSQL, MariaDB and MySQL. Plans are the database's own words, one line per plan node;
+what counts as reading a table whole differs by database (SQLite's ``SCAN t``,
+PostgreSQL's ``Seq Scan on t``, MariaDB's ``type=ALL``), so the caller judges them.
 
 A plan depends on the statistics the database holds: on PostgreSQL and MariaDB a small
 table is often read whole because that is cheapest, so tests of plans are deterministic on
@@ -41,8 +42,8 @@ def query_plans(engine: Engine, action: Callable[[], object]) -> list[QueryPlan]
     """Run ``action``; return each SELECT it ran on ``engine``, in order, with its plan.
 
     The plans are asked for after the action, on a connection of their own: the action
-    runs exactly as it would untested. Statements of other kinds (INSERT, UPDATE) are not
-    planned, because EXPLAIN of some of them executes nothing but still takes locks."""
+    runs exactly as it would untested. Only SELECTs are planned: what this judges is how
+    reads reach their tables."""
     statements: list[tuple[str, Any]] = []
 
     def remember(_conn: object, _cursor: object, statement: str, parameters: Any,
