@@ -419,7 +419,12 @@ def profile_bulk(url: URL, workload: Workload, setup: Setup) -> str:
     import_batches(bank, transfers, setup, "bulk")
     profiler.stop()
     bank.dispose()
-    return str(profiler.output_text(unicode=False, color=False, show_all=False))
+    # An installed timebank lives under site-packages, whose frames pyinstrument hides by
+    # default: without show_regex the profile names no frame of the library it profiles.
+    return str(profiler.output_text(
+        unicode=False, color=False, show_all=False,
+        processor_options={"show_regex": r".*[\\/]timebank[\\/].*"},
+    ))
 
 
 def render(backend: Backend, core: Sequence[Result], results: Sequence[BankResult], *,
