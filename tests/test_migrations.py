@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 import timebank
 from tests.bankworld import POLICY, PROGRAMME, build
 from tests.clocks import Clock
+from tests.dbdump import dump
 from timebank.cli import EXIT_INVALID
 from timebank.cli import main as cli_main
 from timebank.migrate import _config
@@ -177,5 +178,52 @@ def test_every_revision_downgrades_and_upgrades_again(db_url: str) -> None:
         assert timebank.current_revision(engine) is None
         timebank.upgrade(engine)
         assert timebank.current_revision(engine) == timebank.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_the_head_the_library_checks_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head == timebank.migrate.HEAD_REVISION, (
+        "a new migration moves timebank.migrate.HEAD_REVISION to its revision"
+    )
+
+
+def test_importing_timebank_and_its_cli_loads_no_alembic() -> None:
+    code = ("import sys, timebank, timebank.cli._app; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert found.stdout.strip() == "[]"
+
+
+def test_an_unknown_revision_is_refused_and_changes_nothing(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        timebank.upgrade(engine, "0014")
+        before = dump(engine)
+        with pytest.raises(timebank.InvalidInputError, match="cannot upgrade to 'nowhere'"):
+            timebank.upgrade(engine, "nowhere")
+        assert dump(engine) == before
+        assert timebank.current_revision(engine) == "0014"
+    finally:
+        engine.dispose()
+    assert cli_main(["db", "upgrade", "--db", sqlite_url, "--revision", "nowhere"]) == (
+        EXIT_INVALID
+    )
+
+
+def test_a_database_at_two_revisions_is_refused(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        timebank.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('other')"))
+        with pytest.raises(timebank.SchemaError, match="several schema revisions"):
+            timebank.current_revision(engine)
+        with pytest.raises(timebank.SchemaError):
+            timebank.Ledger.open(sqlite_url)
     finally:
         engine.dispose()

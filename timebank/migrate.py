@@ -1,20 +1,40 @@
 """Schema migrations with Alembic. The Alembic environment is ``migrations/`` at the
-repository root and travels inside the wheel as ``timebank/_migrations``."""
+repository root and travels inside the wheel as ``timebank/_migrations``.
+
+Alembic is imported only to migrate. Opening a ledger checks the schema by reading the
+``alembic_version`` row against :data:`HEAD_REVISION`; loading Alembic and its script
+directory for that took a fifth of ``import timebank`` and of every CLI command's start.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from timebank import errors
 
-__all__ = ["current_revision", "head_revision", "is_empty", "require_current", "upgrade"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = [
+    "HEAD_REVISION",
+    "current_revision",
+    "head_revision",
+    "is_empty",
+    "require_current",
+    "upgrade",
+]
+
+#: The schema revision this version of the library needs: the head of ``migrations/``.
+#: ``tests/test_migrations.py`` checks it against Alembic's head, so a new migration that
+#: forgets to move it fails there.
+HEAD_REVISION: Final = "0015"
+
+#: Alembic's own table (its default name, which ``migrations/env.py`` keeps).
+_VERSION_TABLE: Final = "alembic_version"
 
 
 def _script_location() -> Path:
@@ -28,6 +48,8 @@ def _script_location() -> Path:
 
 
 def _config(engine: Engine | None = None) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - only migrating needs Alembic
+
     config = Config()
     config.set_main_option("script_location", str(_script_location()))
     if engine is not None:
@@ -37,20 +59,34 @@ def _config(engine: Engine | None = None) -> Config:
 
 def head_revision() -> str:
     """The revision this version of the library needs."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None, "the migrations have one head"
-    return head
+    return HEAD_REVISION
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None when it was never migrated."""
+    """The revision the database is at, or None when it was never migrated (or was
+    migrated down to nothing)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(_VERSION_TABLE):
+            return None
+        found = list(conn.execute(text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars())
+    if len(found) > 1:  # timebank's migrations have one head; someone else's branch does not
+        raise errors.SchemaError(
+            f"the database {engine.url.render_as_string(hide_password=True)} is at several "
+            f"schema revisions at once ({', '.join(sorted(found))}); timebank has one line"
+        )
+    return found[0] if found else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database to ``revision`` (the latest by default)."""
-    command.upgrade(_config(engine), revision)
+    """Migrate the database to ``revision`` (the latest by default). A revision Alembic
+    cannot find, asked for or recorded in the database, raises InvalidInputError."""
+    from alembic import command  # noqa: PLC0415 - only migrating needs Alembic
+    from alembic.util import CommandError  # noqa: PLC0415
+
+    try:
+        command.upgrade(_config(engine), revision)
+    except CommandError as exc:
+        raise errors.InvalidInputError(f"cannot upgrade to {revision!r}: {exc}") from exc
 
 
 def is_empty(engine: Engine) -> bool:

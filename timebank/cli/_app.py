@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
-from alembic.util import CommandError
 from sqlalchemy import exc as sa_exc
 
 from timebank import errors
@@ -41,11 +40,10 @@ FAMILIES: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.RefusedError, EXIT_REFUSED, "refused"),
     (errors.InvalidInputError, EXIT_INVALID, "invalid input"),
     (errors.SignatureError, EXIT_INVALID, "invalid input"),
-    # Values no database can take: text that is not Unicode, numbers past any range, an
-    # unknown schema revision.
+    # Values no database can take: text that is not Unicode, numbers past any range. (An
+    # unknown schema revision is an InvalidInputError of timebank.upgrade.)
     (UnicodeError, EXIT_INVALID, "invalid input"),
     (OverflowError, EXIT_INVALID, "invalid input"),
-    (CommandError, EXIT_INVALID, "invalid input"),
 )
 
 EXIT_CODES_HELP = f"""\b
