@@ -8,6 +8,7 @@ from datetime import timedelta
 from itertools import pairwise
 
 import pytest
+from sqlalchemy import text
 
 import timebank
 from tests.clocks import T0, Clock
@@ -63,6 +64,33 @@ def test_replaying_a_resolution_keeps_the_expiry_it_triggered(
     assert ledger.verify().ok, ledger.verify().problems
     assert ledger.balance("a").available_minutes == 100
     ledger.transfer("t", debit="a", credit="b", amount_minutes=90, code="c", operator=OP)
+
+
+@pytest.mark.parametrize("resolution", ["void", "post"])
+def test_a_resolved_holds_expiry_leaves_the_accounts_so_a_late_replay_changes_nothing(
+    ledger: timebank.Ledger, clock: Clock, resolution: str
+) -> None:
+    """Found by the ledger's state machine: the accounts kept a resolved hold's expiry as
+    their next-expiry hint, and a replay after that instant rewrote them."""
+    _fund(ledger, "a", 100)
+    ledger.open_account("b", "member")
+    held = ledger.hold("h1", debit="a", credit="b", amount_minutes=10, code="c", operator=OP,
+                       expires_at=T0 + timedelta(minutes=10))
+
+    def resolve() -> object:
+        if resolution == "void":
+            return ledger.void_hold(held.id, idempotency_key="r1", operator=OP)
+        return ledger.post_hold(held.id, idempotency_key="r1", operator=OP)
+
+    resolve()
+    with ledger.engine.connect() as conn:
+        hints = conn.execute(text(
+            "SELECT next_hold_expiry_at FROM tb_accounts WHERE code IN ('a', 'b')")).scalars()
+        assert set(hints) == {None}
+    clock.advance(minutes=30)
+    before = dump(ledger.engine)
+    resolve()
+    assert dump(ledger.engine) == before
 
 
 def test_a_chain_of_expired_holds_does_not_exhaust_the_retries(

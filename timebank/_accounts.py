@@ -298,18 +298,20 @@ def _expired_closure(conn: Connection, ids: set[int], now: datetime) -> set[int]
     return found
 
 
-def refresh_next_expiry(conn: Connection, targets: Iterable[LockedAccount]) -> None:
+def refresh_next_expiry(
+    conn: Connection, targets: Iterable[LockedAccount], *, leaving: int | None = None
+) -> None:
     """Recompute each account's earliest pending hold expiry (a hint that lets the hot path
-    skip the holds table entirely while nothing is due)."""
+    skip the holds table entirely while nothing is due). ``leaving``: a hold still pending
+    in its row but being resolved by this operation, left out."""
     for account in targets:
-        soonest = conn.execute(
-            select(func.min(holds.c.expires_at)).where(
-                holds.c.status == "pending",
-                or_(
-                    holds.c.debit_account_id == account.id, holds.c.credit_account_id == account.id
-                ),
-            )
-        ).scalar()
+        conditions = [
+            holds.c.status == "pending",
+            or_(holds.c.debit_account_id == account.id, holds.c.credit_account_id == account.id),
+        ]
+        if leaving is not None:
+            conditions.append(holds.c.id != leaving)
+        soonest = conn.execute(select(func.min(holds.c.expires_at)).where(*conditions)).scalar()
         if soonest != account.next_hold_expiry_at:
             account.next_hold_expiry_at = soonest
             account.expiry_dirty = True

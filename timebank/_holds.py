@@ -139,7 +139,11 @@ def resolve(
             f"cannot post {amount} minutes from hold {hold_id} of {hold.amount_minutes}"
         )
     by_id = {a.id: a for a in locked.values()}
-    _release(by_id[hold.debit_account_id], by_id[hold.credit_account_id], hold.amount_minutes)
+    pair = (by_id[hold.debit_account_id], by_id[hold.credit_account_id])
+    _release(*pair, hold.amount_minutes)
+    # The hold leaves the pending set, so its expiry must leave the accounts' hint: a stale
+    # hint falls due later and the next lock rewrites the rows, even for a replay of this.
+    _accounts.refresh_next_expiry(conn, pair, leaving=hold_id)
     _accounts.write_back(conn, locked.values())
     entry_id = None
     if not void:
