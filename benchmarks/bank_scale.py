@@ -183,11 +183,12 @@ class Analyzer:
     probe as the tables grow.
 
     By default ANALYZE whenever the tables have doubled since the last run. With ``vacuum``,
-    ``VACUUM (ANALYZE)`` whenever they have grown by a fifth, as autovacuum's default
-    thresholds would (``autovacuum_vacuum_insert_scale_factor`` and
-    ``autovacuum_vacuum_scale_factor`` 0.2): it also prunes the dead versions of the
-    accounts rows every posting rewrites and marks pages all-visible, which index-only
-    scans need to skip the table."""
+    ``VACUUM (ANALYZE)`` of the whole database whenever the history has grown by a fifth:
+    roughly the insert threshold autovacuum applies to each history table
+    (``autovacuum_vacuum_insert_scale_factor`` 0.2). Autovacuum's per-table thresholds
+    would vacuum the accounts, which every posting rewrites, far more often; this is the
+    closer of two simple approximations, not autovacuum. VACUUM prunes dead row versions
+    and marks pages all-visible, which index-only scans need to skip the table."""
 
     def __init__(self, bank: TimeBank, *, vacuum: bool = False) -> None:
         self.engine = bank.ledger.engine

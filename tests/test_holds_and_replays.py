@@ -8,11 +8,12 @@ from datetime import timedelta
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 
 import timebank
 from tests.clocks import T0, Clock
 from tests.dbdump import dump
+from timebank.schema import accounts
 
 OP = "op"
 
@@ -66,6 +67,13 @@ def test_replaying_a_resolution_keeps_the_expiry_it_triggered(
     ledger.transfer("t", debit="a", credit="b", amount_minutes=90, code="c", operator=OP)
 
 
+def _hints(ledger: timebank.Ledger) -> set[object]:
+    """Accounts a and b's next-expiry hints, as the ledger's column type reads them."""
+    query = select(accounts.c.next_hold_expiry_at).where(accounts.c.code.in_(["a", "b"]))
+    with ledger.engine.connect() as conn:
+        return set(conn.execute(query).scalars())
+
+
 @pytest.mark.parametrize("resolution", ["void", "post"])
 def test_a_resolved_holds_expiry_leaves_the_accounts_so_a_late_replay_changes_nothing(
     ledger: timebank.Ledger, clock: Clock, resolution: str
@@ -83,13 +91,28 @@ def test_a_resolved_holds_expiry_leaves_the_accounts_so_a_late_replay_changes_no
         return ledger.post_hold(held.id, idempotency_key="r1", operator=OP)
 
     resolve()
-    with ledger.engine.connect() as conn:
-        hints = conn.execute(text(
-            "SELECT next_hold_expiry_at FROM tb_accounts WHERE code IN ('a', 'b')")).scalars()
-        assert set(hints) == {None}
+    assert _hints(ledger) == {None}
     clock.advance(minutes=30)
     before = dump(ledger.engine)
     resolve()
+    assert dump(ledger.engine) == before
+
+
+def test_resolving_the_soonest_hold_moves_the_hint_to_the_next_one(
+    ledger: timebank.Ledger, clock: Clock
+) -> None:
+    _fund(ledger, "a", 100)
+    ledger.open_account("b", "member")
+    later = T0 + timedelta(minutes=20)
+    soonest = ledger.hold("h1", debit="a", credit="b", amount_minutes=10, code="c",
+                          operator=OP, expires_at=T0 + timedelta(minutes=10))
+    ledger.hold("h2", debit="a", credit="b", amount_minutes=10, code="c", operator=OP,
+                expires_at=later)
+    ledger.post_hold(soonest.id, idempotency_key="r1", operator=OP, amount_minutes=4)
+    assert _hints(ledger) == {later}
+    clock.advance(minutes=15)  # past the first hold's expiry, before the second's
+    before = dump(ledger.engine)
+    ledger.post_hold(soonest.id, idempotency_key="r1", operator=OP, amount_minutes=4)
     assert dump(ledger.engine) == before
 
 

@@ -192,7 +192,10 @@ def test_the_head_the_library_checks_is_alembics_head() -> None:
 
 
 def test_importing_timebank_and_its_cli_loads_no_alembic() -> None:
-    code = ("import sys, timebank, timebank.cli._app; "
+    code = ("import importlib, pkgutil, sys, timebank, timebank.cli\n"
+            "for m in pkgutil.iter_modules(timebank.cli.__path__, 'timebank.cli.'):\n"
+            "    if not m.name.endswith('__main__'):\n"
+            "        importlib.import_module(m.name)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)
@@ -213,6 +216,22 @@ def test_an_unknown_revision_is_refused_and_changes_nothing(sqlite_url: str) -> 
     assert cli_main(["db", "upgrade", "--db", sqlite_url, "--revision", "nowhere"]) == (
         EXIT_INVALID
     )
+
+
+def test_a_database_a_newer_timebank_migrated_is_refused_and_changes_nothing(
+    sqlite_url: str,
+) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        timebank.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        before = dump(engine)
+        with pytest.raises(timebank.SchemaError, match="revision 9999, which this timebank"):
+            timebank.upgrade(engine)
+        assert dump(engine) == before
+    finally:
+        engine.dispose()
 
 
 def test_a_database_at_two_revisions_is_refused(sqlite_url: str) -> None:

@@ -143,7 +143,11 @@ def resolve(
     _release(*pair, hold.amount_minutes)
     # The hold leaves the pending set, so its expiry must leave the accounts' hint: a stale
     # hint falls due later and the next lock rewrites the rows, even for a replay of this.
-    _accounts.refresh_next_expiry(conn, pair, leaving=hold_id)
+    # The hint is the soonest pending expiry, so only an account whose hint is this hold's
+    # expiry can change (no query for the others: a site's account holds every booking).
+    if hold.expires_at is not None:
+        due_here = [a for a in pair if a.next_hold_expiry_at == hold.expires_at]
+        _accounts.refresh_next_expiry(conn, due_here, leaving=hold_id)
     _accounts.write_back(conn, locked.values())
     entry_id = None
     if not void:

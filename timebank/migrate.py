@@ -78,15 +78,32 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database to ``revision`` (the latest by default). A revision Alembic
-    cannot find, asked for or recorded in the database, raises InvalidInputError."""
+    """Migrate the database to ``revision`` (the latest by default).
+
+    Refused before anything runs: a revision this timebank does not have
+    (InvalidInputError), and a database recorded at a revision it does not know, migrated
+    by a newer timebank (SchemaError)."""
     from alembic import command  # noqa: PLC0415 - only migrating needs Alembic
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
     from alembic.util import CommandError  # noqa: PLC0415
 
+    config = _config(engine)
+    script = ScriptDirectory.from_config(config)
     try:
-        command.upgrade(_config(engine), revision)
+        script.get_revisions(revision)
     except CommandError as exc:
         raise errors.InvalidInputError(f"cannot upgrade to {revision!r}: {exc}") from exc
+    current = current_revision(engine)
+    if current is not None:
+        try:
+            script.get_revisions(current)
+        except CommandError as exc:
+            raise errors.SchemaError(
+                f"the database {engine.url.render_as_string(hide_password=True)} is at schema "
+                f"revision {current}, which this timebank ({HEAD_REVISION}) does not know: a "
+                "newer timebank migrated it"
+            ) from exc
+    command.upgrade(config, revision)
 
 
 def is_empty(engine: Engine) -> bool:

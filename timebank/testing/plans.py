@@ -21,6 +21,7 @@ and on the other databases belong to runs at scale.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 __all__ = ["QueryPlan", "query_plans"]
+
+#: A read: SELECT, a WITH ahead of it, or a parenthesised SELECT of a UNION.
+_READ = re.compile(r"\s*(\(\s*)*(SELECT|WITH)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +46,14 @@ def query_plans(engine: Engine, action: Callable[[], object]) -> list[QueryPlan]
     """Run ``action``; return each SELECT it ran on ``engine``, in order, with its plan.
 
     The plans are asked for after the action, on a connection of their own: the action
-    runs exactly as it would untested. Only SELECTs are planned: what this judges is how
-    reads reach their tables."""
+    runs exactly as it would untested. Only reads are planned (statements that start with
+    SELECT or WITH, or a parenthesised SELECT): what this judges is how reads reach their
+    tables."""
     statements: list[tuple[str, Any]] = []
 
     def remember(_conn: object, _cursor: object, statement: str, parameters: Any,
-                 _context: object, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+                 _context: object, many: bool) -> None:
+        if not many and _READ.match(statement):
             statements.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", remember)
