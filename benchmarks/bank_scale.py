@@ -67,6 +67,7 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import URL, make_url, text
 
@@ -120,6 +121,7 @@ POLICY = Policy(
     service_minutes_max=240,
 )
 HEADER = ",".join(HISTORY_COLUMNS)
+T = TypeVar("T")
 
 
 def station_code(n: int) -> str:
@@ -432,14 +434,10 @@ def measure(filler: Filler, url: URL, codes: dict[int, str], control: Control) -
                                                       start=month_start, end=month_end), 5)
     clearing = timed_calls(lambda: bank.clearing(PROGRAMME, start=month_start, end=month_end,
                                                  level="city"), 5)
-    station_scans = scanned_tables(bank, lambda: bank.station_report(
+    station_scans, station_report = scanned_tables(bank, lambda: bank.station_report(
         PROGRAMME, station_code(0), start=month_start, end=month_end))
-    clearing_scans = scanned_tables(bank, lambda: bank.clearing(
+    clearing_scans, clearing_report = scanned_tables(bank, lambda: bank.clearing(
         PROGRAMME, start=month_start, end=month_end, level="city"))
-    period_services = bank.station_report(
-        PROGRAMME, station_code(0), start=month_start, end=month_end).services_recorded
-    period_redemptions = bank.clearing(
-        PROGRAMME, start=month_start, end=month_end, level="city").redemptions
     trial_calls = timed_calls(ledger.trial_balance, 1)
     trial = ledger.trial_balance()
     if trial.total_minutes != 0:
@@ -467,8 +465,8 @@ def measure(filler: Filler, url: URL, codes: dict[int, str], control: Control) -
         accounts=len(trial.lines),
         station_scans=tuple(station_scans),
         clearing_scans=tuple(clearing_scans),
-        period_services=period_services,
-        period_redemptions=period_redemptions,
+        period_services=station_report.services_recorded,
+        period_redemptions=clearing_report.redemptions,
         problems=tuple(problems),
     )
 
@@ -478,20 +476,21 @@ HISTORY_TABLES = ("tb_entries", "tb_postings", "tb_services", "tb_redemptions", 
                   "tb_lots", "tb_service_recipients")
 
 
-def scanned_tables(bank: TimeBank, action: Callable[[], object]) -> list[str]:
+def scanned_tables(bank: TimeBank, action: Callable[[], T]) -> tuple[list[str], T]:
     """Run ``action``, then ask the database for the plan of every statement it ran: the
     history tables some statement reads whole (a sequential scan), none when every one of
-    them is reached through an index."""
+    them is reached through an index; and what the action returned."""
     sqlite = bank.ledger.engine.dialect.name == "sqlite"
     found: set[str] = set()
-    for query in query_plans(bank.ledger.engine, action):
+    returned: list[T] = []
+    for query in query_plans(bank.ledger.engine, lambda: returned.append(action())):
         for table in HISTORY_TABLES:
             # SQLite: any SCAN reads the whole table, through an index or not (SEARCH is a
             # range). PostgreSQL: a sequential scan.
             pattern = rf"\bSCAN {table}\b" if sqlite else rf"Seq Scan on {table}\b"
             if re.search(pattern, query.plan):
                 found.add(table)
-    return sorted(found)
+    return sorted(found), returned[0]
 
 
 def _as_of(filler: Filler, code: str, problems: list[str]) -> float:

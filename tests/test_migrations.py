@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
 import timebank
 from tests.bankworld import POLICY, PROGRAMME, build
@@ -61,18 +62,29 @@ def test_unmigrated_database_is_refused_with_the_fix(db_url: str) -> None:
         engine.dispose()
 
 
-def test_database_behind_head_is_refused_not_migrated(sqlite_url: str) -> None:
+@pytest.fixture
+def at_head(sqlite_url: str) -> Iterator[Engine]:
+    """An engine on an SQLite file migrated to head, disposed after the test."""
     engine = create_engine(sqlite_url)
     try:
         timebank.upgrade(engine)
-        with engine.begin() as conn:  # pretend the schema is at an older revision
-            conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
-        with pytest.raises(timebank.SchemaError, match="is at schema revision 0000") as info:
-            timebank.Ledger.open(sqlite_url)
-        assert "timebank db upgrade --db URL" in str(info.value)
-        assert isinstance(info.value, RuntimeError)
+        yield engine
     finally:
         engine.dispose()
+
+
+def _set_revision(engine: Engine, sql: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql))
+
+
+def test_database_behind_head_is_refused_not_migrated(at_head: Engine, sqlite_url: str) -> None:
+    # pretend the schema is at an older revision
+    _set_revision(at_head, "UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(timebank.SchemaError, match="is at schema revision 0000") as info:
+        timebank.Ledger.open(sqlite_url)
+    assert "timebank db upgrade --db URL" in str(info.value)
+    assert isinstance(info.value, RuntimeError)
 
 
 def test_cli_migrate(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,30 +231,18 @@ def test_an_unknown_revision_is_refused_and_changes_nothing(sqlite_url: str) -> 
 
 
 def test_a_database_a_newer_timebank_migrated_is_refused_and_changes_nothing(
-    sqlite_url: str,
+    at_head: Engine,
 ) -> None:
-    engine = create_engine(sqlite_url)
-    try:
-        timebank.upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-        before = dump(engine)
-        with pytest.raises(timebank.SchemaError, match="revision 9999, which this timebank"):
-            timebank.upgrade(engine)
-        assert dump(engine) == before
-    finally:
-        engine.dispose()
+    _set_revision(at_head, "UPDATE alembic_version SET version_num = '9999'")
+    before = dump(at_head)
+    with pytest.raises(timebank.SchemaError, match="revision 9999, which this timebank"):
+        timebank.upgrade(at_head)
+    assert dump(at_head) == before
 
 
-def test_a_database_at_two_revisions_is_refused(sqlite_url: str) -> None:
-    engine = create_engine(sqlite_url)
-    try:
-        timebank.upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('other')"))
-        with pytest.raises(timebank.SchemaError, match="several schema revisions"):
-            timebank.current_revision(engine)
-        with pytest.raises(timebank.SchemaError):
-            timebank.Ledger.open(sqlite_url)
-    finally:
-        engine.dispose()
+def test_a_database_at_two_revisions_is_refused(at_head: Engine, sqlite_url: str) -> None:
+    _set_revision(at_head, "INSERT INTO alembic_version (version_num) VALUES ('other')")
+    with pytest.raises(timebank.SchemaError, match="several schema revisions"):
+        timebank.current_revision(at_head)
+    with pytest.raises(timebank.SchemaError):
+        timebank.Ledger.open(sqlite_url)

@@ -72,8 +72,7 @@ def query_plans(engine: Engine, action: Callable[[], object]) -> list[QueryPlan]
 
 
 def _line(dialect: str, row: Any) -> str:
-    values = list(row.values())
     if dialect in ("sqlite", "postgresql"):
-        return str(values[-1])  # SQLite's detail column; PostgreSQL's one QUERY PLAN column
+        return str(list(row.values())[-1])  # SQLite's detail; PostgreSQL's QUERY PLAN
     # MariaDB and MySQL: a row per table read, in columns (table, type, key, rows, Extra...).
     return " ".join(f"{key}={value}" for key, value in row.items() if value not in (None, ""))
