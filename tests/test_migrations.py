@@ -242,7 +242,9 @@ def test_a_database_a_newer_timebank_migrated_is_refused_and_changes_nothing(
 
 def test_a_database_at_two_revisions_is_refused(at_head: Engine, sqlite_url: str) -> None:
     _set_revision(at_head, "INSERT INTO alembic_version (version_num) VALUES ('other')")
+    before = dump(at_head)
     with pytest.raises(timebank.SchemaError, match="several schema revisions"):
         timebank.current_revision(at_head)
     with pytest.raises(timebank.SchemaError):
         timebank.Ledger.open(sqlite_url)
+    assert dump(at_head) == before
