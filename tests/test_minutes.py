@@ -32,7 +32,7 @@ from timebank import (
 )
 from timebank._minutes import as_limit, as_minutes
 from timebank.limits import KEY_LENGTH_MAX, MEMO_LENGTH_MAX, METADATA_BYTES_MAX
-from timebank.models import HoldCommand
+from timebank.models import HoldCommand, _flat_bound
 
 E = TypeVar("E", bound=InvalidInputError)
 
@@ -355,6 +355,38 @@ def test_oversize_metadata_is_refused() -> None:
     filler = "x" * (METADATA_BYTES_MAX - len('{"k":""}') + 1)
     with refused(InvalidInputError, match=f"{METADATA_BYTES_MAX + 1} bytes, past the maximum"):
         entry(metadata={"k": filler})
+
+
+_FLAT_VALUES = st.one_of(
+    st.text(),  # every code point: escapes (\\n, \\u0001) and surrogate pairs included
+    st.integers(min_value=-(10**18) + 1, max_value=10**18 - 1),
+    st.booleans(),
+    st.none(),
+)
+
+
+@given(st.dictionaries(st.text(), _FLAT_VALUES, max_size=8))
+def test_the_quick_size_bound_of_flat_metadata_is_never_below_its_size(
+    metadata: dict[str, Any],
+) -> None:
+    # Flat metadata within the maximum by this bound is accepted without being encoded:
+    # a bound below the true size would let oversize metadata through.
+    encoded = json.dumps(metadata, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    bound = _flat_bound(metadata)
+    assert bound is not None
+    assert bound >= len(encoded.encode())
+    if len(encoded.encode()) <= METADATA_BYTES_MAX:
+        assert entry(metadata=metadata).metadata == metadata
+    else:
+        with refused(InvalidInputError, match="past the maximum"):
+            entry(metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    "metadata", [{"x": 1.5}, {"x": 10**18}, {"x": [1]}, {1: "x"}, {"x": {"y": 1}}]
+)
+def test_metadata_the_quick_bound_cannot_judge_is_measured(metadata: dict[Any, Any]) -> None:
+    assert _flat_bound(metadata) is None
 
 
 def test_metadata_must_be_json() -> None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from timebank import errors
-from timebank._bulk import RawMany, driver_execute
+from timebank._bulk import RawMany, binary_parameters, driver_execute
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.schema import accounts, holds
 
@@ -117,7 +117,7 @@ _SELECTED = ", ".join(c.name for c in _COLUMNS)
 # Straight to the driver (this runs once per write), the codes as one parameter: an array on
 # PostgreSQL, a JSON list on SQLite, instead of one parameter per code.
 _LOCK_SQL = {
-    "postgresql": (
+    "postgresql": binary_parameters(
         f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(%(codes)s::text[]) "
         # Byte order, as Python sorts the chunks: the canonical order whatever the collation.
         'ORDER BY code COLLATE "C" FOR UPDATE'

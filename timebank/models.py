@@ -70,9 +70,39 @@ _METADATA_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allo
 _SCALARS = (str, int, float, bool, type(None))
 
 
+#: A bound on the JSON bytes of one flat value: a character of a string is at most 12 bytes
+#: (a surrogate pair of \\u escapes), and an int under 10**18 at most 20 characters.
+_STR_BYTES_PER_CHAR_MAX = 12
+_SMALL_INT = 10**18
+
+
+def _flat_bound(value: dict[str, Any]) -> int | None:
+    """A bound on the bytes ``value`` takes as JSON, when it is flat (str keys; str, bool,
+    None or not-too-large int values): metadata within the maximum by this bound needs no
+    encoding to be judged (bulk paths validate a command per row). None: not flat."""
+    total = 2  # the braces
+    for key, item in value.items():
+        if type(key) is not str:
+            return None
+        total += _STR_BYTES_PER_CHAR_MAX * len(key) + 4  # quotes, colon, comma
+        kind = type(item)
+        if kind is str:
+            total += _STR_BYTES_PER_CHAR_MAX * len(item) + 2
+        elif kind is int and -_SMALL_INT < item < _SMALL_INT:
+            total += 20
+        elif kind is bool or item is None:
+            total += 5
+        else:
+            return None  # floats (NaN, their repr), large ints: measured exactly
+    return total
+
+
 def _small_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
+    bound = _flat_bound(value)
+    if bound is not None and bound <= METADATA_BYTES_MAX:
+        return dict(value)  # flat, within the maximum: already as it will read back
     try:
         dumped = _METADATA_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:

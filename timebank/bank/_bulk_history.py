@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -252,15 +251,23 @@ class _Refused(Exception):
         self.reason = str(error)
 
 
-@contextmanager
-def _refusing() -> Iterator[None]:
-    """Turn the shared rules' refusals into the row's (errors of the database propagate)."""
-    try:
-        yield
-    except errors.StorageError:
-        raise
-    except errors.TimebankError as refusal:
-        raise _Refused(refusal) from None
+class _Refusing:
+    """Turn the shared rules' refusals into the row's (errors of the database propagate).
+
+    A class, not ``@contextmanager``: the judging pass enters it a few times a row, and
+    needs no generator made for each."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, errors.TimebankError) and not isinstance(exc, errors.StorageError):
+            raise _Refused(exc) from None
+
+
+_refusing = _Refusing()
 
 
 class _Batch:
@@ -330,7 +337,7 @@ class _Batch:
         self.members: dict[int, Row[Any]] = {}
         for chunk in self._chunks(people):
             query = select(members).where(self._in(members.c.id, chunk)).order_by(members.c.id)
-            for r in conn.execute(query.with_for_update()):
+            for r in conn.execute(query.with_for_update()).all():
                 self.members[r.id] = r
         self._load_homes()
         self._load_accounts()
@@ -349,7 +356,7 @@ class _Batch:
             if row.kind == "gift" and row.member in self.members
         }
         for chunk in self._chunks(homes):
-            for r in self.conn.execute(select(sites).where(self._in(sites.c.id, chunk))):
+            for r in self.conn.execute(select(sites).where(self._in(sites.c.id, chunk))).all():
                 self._homes[r.id] = r
 
     def _load_accounts(self) -> None:
@@ -373,7 +380,7 @@ class _Batch:
                     cols.held_out_minutes,
                     cols.held_in_minutes,
                 ).where(self._in(cols.id, chunk))
-            ):
+            ).all():
                 self.accounts[r.id] = _Account(*r)
 
     def _load_keys(self) -> None:
@@ -384,7 +391,7 @@ class _Batch:
             for chunk in self._chunks(keys):
                 for r in self.conn.execute(
                     select(table).where(self._in(table.c.idempotency_key, chunk))
-                ):
+                ).all():
                     self.stored[kind][r.idempotency_key] = r
         self.stored_recipients: dict[int, tuple[int, ...]] = defaultdict(tuple)
         ids = [r.id for r in self.stored["service"].values()]
@@ -392,7 +399,7 @@ class _Batch:
             found: dict[int, list[int]] = defaultdict(list)
             for r in self.conn.execute(
                 select(service_recipients).where(self._in(service_recipients.c.service_id, chunk))
-            ):
+            ).all():
                 found[r.service_id].append(r.member_id)
             for service_id, people in found.items():
                 self.stored_recipients[service_id] = tuple(sorted(people))
@@ -407,7 +414,7 @@ class _Batch:
         self.born: dict[int, date] = {}
         for chunk in self._chunks(cared):
             query = select(personal.c.member_id, personal.c.birth_date)
-            for r in self.conn.execute(query.where(self._in(personal.c.member_id, chunk))):
+            for r in self.conn.execute(query.where(self._in(personal.c.member_id, chunk))).all():
                 self.born[r.member_id] = r.birth_date
         pairs = {
             (row.recipients[0], row.member)
@@ -418,7 +425,7 @@ class _Batch:
         self.relations: dict[tuple[int, int], str] = {}
         for chunk in self._chunks(a for a, _ in pairs):
             query = select(relations).where(self._in(relations.c.member_id, chunk))
-            for r in self.conn.execute(query):
+            for r in self.conn.execute(query).all():
                 if (r.member_id, r.other_id) in pairs:
                     self.relations[(r.member_id, r.other_id)] = r.kind
 
@@ -434,7 +441,7 @@ class _Batch:
                 .order_by(lots.c.member_id, lots.c.earned_on, lots.c.id)
                 .with_for_update()
             )
-            for r in self.conn.execute(query):
+            for r in self.conn.execute(query).all():
                 self.lots[r.member_id].append(
                     _Lot(
                         member_id=r.member_id,
@@ -474,7 +481,7 @@ class _Batch:
                 )
                 .order_by(c.id)
             )
-            for r in self.conn.execute(query):
+            for r in self.conn.execute(query).all():
                 self.busy[r.volunteer_id].append((r.started_at, r.ended_at, r.id))
 
     def _load_given(self) -> None:
@@ -496,7 +503,7 @@ class _Batch:
                     gifts.c.occurred_at >= start,
                     gifts.c.occurred_at < end,
                 )
-            ):
+            ).all():
                 self.given[giver].append((when, minutes))
             v = vouchers.c
             for giver, when, minutes in self.conn.execute(
@@ -507,7 +514,7 @@ class _Batch:
                     v.created_at >= start,
                     v.created_at < end,
                 )
-            ):
+            ).all():
                 self.given[giver].append((when, minutes))
 
     # --- helpers of judgment ------------------------------------------------------------------
@@ -634,7 +641,7 @@ class _Batch:
         if stored is not None:
             return self._service_replay(row, stored, site)
         version, policy = self.policy_at(row.started_at)
-        with _refusing():
+        with _refusing:
             _services.check_shape(
                 site, row.started_at, row.ended_at, self.act.now, row.recipients, row.member
             )
@@ -710,7 +717,7 @@ class _Batch:
 
     def _service_people(self, volunteer: Row[Any], recipients: list[int]) -> None:
         self.require_active([volunteer.id, *recipients])
-        with _refusing():
+        with _refusing:
             _services.check_roles(volunteer, [self.members[m] for m in recipients])
 
     def _overlap(self, row: HistoryRow) -> None:
@@ -966,7 +973,7 @@ class _Batch:
     def _redemption_people(
         self, member: Row[Any], recipient: Row[Any], policy: Policy, when: datetime
     ) -> None:
-        with _refusing():
+        with _refusing:
             _redeem.judge_people(
                 self.programme.id,
                 member,
@@ -1049,7 +1056,7 @@ class _Batch:
         return self._homes[member.home_site_id]
 
     def _gift_people(self, giver: Row[Any], receiver: Row[Any], policy: Policy) -> None:
-        with _refusing():
+        with _refusing:
             _gifts.judge(
                 self.programme.id,
                 giver,
@@ -1065,7 +1072,7 @@ class _Batch:
         start, end = _gifts.calendar_year(row.started_at, policy)
         given = sum(m for when, m in self.given[row.member] if start <= when < end)
         assert row.minutes is not None
-        with _refusing():
+        with _refusing:
             _gifts.within_limit(row.member, given, row.minutes, limit)
 
     def _room(self, receiver: Row[Any], minutes: int, policy: Policy) -> None:
