@@ -10,6 +10,7 @@ and a yearly gift limit, and one whose cap refuses and whose care needs age and 
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 import re
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from tests.bankworld import POLICY, PROGRAMME, World, build
 from tests.clocks import Clock
 from tests.dbdump import dump
-from timebank.bank import Policy, TimeBank
+from timebank.bank import Policy, TimeBank, _bulk_history
 from timebank.bank._io import HISTORY_COLUMNS, ImportReport, RejectedRow
 from timebank.bank._io_api import ImportMethod
 
@@ -236,3 +237,35 @@ def test_bulk_and_rows_agree_on_postgres(fresh_db_url_factory: Callable[[str], s
     finally:
         rows_world.bank.dispose()
         bulk_world.bank.dispose()
+
+
+def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(
+    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
+    populate(world)
+    seen: list[bool] = []
+    write = _bulk_history._Batch.write
+
+    def watched(batch: _bulk_history._Batch) -> None:
+        seen.append(gc.isenabled())
+        write(batch)
+
+    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+    text = history(random.Random(7), world, 60, [])
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        # All or nothing: a batch with a refused row is rolled back (raised out of the pause).
+        kept = imported(world.bank, text, "bulk", 20, skip=False)
+        assert kept.batches_committed < kept.batches, "a batch was rolled back"
+        assert gc.isenabled()
+        skipped = imported(world.bank, text, "bulk", 20, skip=True)
+        assert skipped.batches_committed == skipped.batches
+        assert gc.isenabled()
+        assert seen, "batches were written"
+        assert not any(seen), "every batch was written with the collector paused"
+    finally:
+        if not was:
+            gc.disable()
+        world.bank.dispose()

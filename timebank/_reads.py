@@ -16,7 +16,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from timebank import errors
+from timebank import _collector, errors
 from timebank.models import (
     AccountView,
     BalanceAsOf,
@@ -169,9 +169,10 @@ def trial_balance(conn: Connection) -> TrialBalance:
     )
     by_type: dict[str, int] = {}
     lines = []
-    for code, kind, posted in result:
-        by_type[kind] = by_type.get(kind, 0) + posted
-        lines.append(TrialBalanceLine(account=code, type=kind, posted_minutes=posted))
+    with _collector.paused():  # every line made is kept
+        for code, kind, posted in result:
+            by_type[kind] = by_type.get(kind, 0) + posted
+            lines.append(TrialBalanceLine(account=code, type=kind, posted_minutes=posted))
     return TrialBalance(
         lines=tuple(lines), by_type_minutes=by_type, total_minutes=sum(by_type.values())
     )

@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 
-from timebank import errors
+from timebank import _collector, errors
 from timebank._accounts import limit_refusal
 from timebank._bulk import RawMany, bulk_insert, can_reserve_ids, reserve_ids
 from timebank._db import in_values
@@ -1159,21 +1159,22 @@ def apply_batch(
     transaction. A rejected row leaves no trace and the rows after it are judged without
     it; with any row rejected, BatchRejected rolls the batch back, unless
     ``skip_rejected``, which writes the others. Errors of the database propagate."""
-    rows = [item for item in items if isinstance(item, HistoryRow)]
-    rejected = [item for item in items if isinstance(item, RejectedRow)]
-    applied = present = 0
-    batch = _Batch(act, programme, rows, operator, confirmer)
-    for row in rows:
-        try:
-            fresh = batch.judge(row)
-        except _Refused as refusal:
-            rejected.append(RejectedRow(line=row.line, key=row.key, reason=refusal.reason))
-            continue
-        applied += fresh
-        present += not fresh
-    rejected.sort(key=lambda r: r.line)
-    outcome = BatchOutcome(applied, present, tuple(rejected))
-    if rejected and not skip_rejected:
-        raise BatchRejected(outcome)
-    batch.write()
-    return outcome
+    with _collector.paused():  # the batch's state and writes all live until it is written
+        rows = [item for item in items if isinstance(item, HistoryRow)]
+        rejected = [item for item in items if isinstance(item, RejectedRow)]
+        applied = present = 0
+        batch = _Batch(act, programme, rows, operator, confirmer)
+        for row in rows:
+            try:
+                fresh = batch.judge(row)
+            except _Refused as refusal:
+                rejected.append(RejectedRow(line=row.line, key=row.key, reason=refusal.reason))
+                continue
+            applied += fresh
+            present += not fresh
+        rejected.sort(key=lambda r: r.line)
+        outcome = BatchOutcome(applied, present, tuple(rejected))
+        if rejected and not skip_rejected:
+            raise BatchRejected(outcome)
+        batch.write()
+        return outcome
