@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import URL, create_engine, make_url, text
@@ -40,7 +39,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
 
 from bank_w import import_batches, template, timed_bank  # noqa: E402
-from run_w import DEFAULT_PG_URL, RESULTS_DIR, machine_info  # noqa: E402
+from run_w import DEFAULT_PG_URL, machine_info, save_result  # noqa: E402
 from workload import generate  # noqa: E402
 
 #: In the order their foreign keys allow.
@@ -155,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"- {k}: {v}" for k, v in machine_info("postgres", pg_url).items()),
         "",
     ]
-    report = "\n".join(lines)
-    path = RESULTS_DIR / f"bank-copy-postgres-{datetime.now(UTC).date()}.md"
-    path.write_text(report, encoding="utf-8")
-    print(report)
-    print(f"written to {path}")
+    save_result("bank-copy-postgres", "\n".join(lines))
     return 0
 
 

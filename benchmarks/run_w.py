@@ -39,6 +39,15 @@ import timebank
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
+
+
+def save_result(stem: str, report: str) -> Path:
+    """Write ``report`` to results/<stem>-<today>.md, print it and where it went."""
+    path = RESULTS_DIR / f"{stem}-{datetime.now(UTC).date()}.md"
+    path.write_text(report, encoding="utf-8")
+    print(report)
+    print(f"written to {path}")
+    return path
 # The contender modules import the library; make the repository root importable when this file
 # is run as ``python benchmarks/run_w.py`` (then sys.path[0] is benchmarks/, not the root).
 REPO_ROOT = BENCHMARKS_DIR.parent

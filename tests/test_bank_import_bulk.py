@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from tests.bankworld import POLICY, PROGRAMME, World, build
 from tests.clocks import Clock
 from tests.dbdump import dump
+from timebank import errors
 from timebank.bank import Policy, TimeBank, _bulk_history
 from timebank.bank._io import HISTORY_COLUMNS, ImportReport, RejectedRow
 from timebank.bank._io_api import ImportMethod
@@ -269,3 +270,19 @@ def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(
         if not was:
             gc.disable()
         world.bank.dispose()
+
+
+def test_the_judging_guard_turns_only_the_rules_refusals_into_a_rows() -> None:
+    refusal = errors.InvalidInputError("the rule says no")
+    with pytest.raises(_bulk_history._Refused) as refused, _bulk_history._refusing:
+        raise refusal
+    assert refused.value.reason == "the rule says no"
+    assert refused.value.__suppress_context__
+    storage = errors.StorageError("the database failed")
+    with pytest.raises(errors.StorageError) as failed, _bulk_history._refusing:
+        raise storage
+    assert failed.value is storage
+    with pytest.raises(KeyError), _bulk_history._refusing:
+        raise KeyError("a bug, not a refusal")
+    with _bulk_history._refusing:
+        pass  # nothing raised: nothing to turn

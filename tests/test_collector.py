@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from timebank import Ledger
+from timebank import Ledger, _reads
 from timebank._collector import paused
+from timebank.models import TrialBalanceLine
 
 
 @pytest.fixture(autouse=True)
@@ -52,12 +54,23 @@ def test_a_nested_pause_leaves_the_outer_one_paused() -> None:
     assert gc.isenabled()
 
 
-def test_a_trial_balance_hands_the_collector_back(tmp_path: object) -> None:
+def test_a_trial_balance_builds_its_lines_paused_and_hands_the_collector_back(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built_while: list[bool] = []
+
+    def line(**fields: Any) -> TrialBalanceLine:
+        built_while.append(gc.isenabled())
+        return TrialBalanceLine(**fields)
+
+    monkeypatch.setattr(_reads, "TrialBalanceLine", line)
     gc.enable()
     ledger = Ledger.open(f"sqlite:///{tmp_path}/tb.db")
     try:
         ledger.open_account("a", "member")
-        assert [line.account for line in ledger.trial_balance().lines] == ["a"]
+        ledger.open_account("b", "member")
+        assert [line.account for line in ledger.trial_balance().lines] == ["a", "b"]
+        assert built_while == [False, False]
         assert gc.isenabled()
     finally:
         ledger.dispose()

@@ -382,11 +382,38 @@ def test_the_quick_size_bound_of_flat_metadata_is_never_below_its_size(
             entry(metadata=metadata)
 
 
+class _Text(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
 @pytest.mark.parametrize(
-    "metadata", [{"x": 1.5}, {"x": 10**18}, {"x": [1]}, {1: "x"}, {"x": {"y": 1}}]
+    "metadata",
+    [
+        {"x": 1.5},
+        {"x": 10**18},
+        {"x": -(10**18)},
+        {"x": [1]},
+        {1: "x"},
+        {"x": {"y": 1}},
+        {"x": _Text("y")},
+        {_Text("x"): 1},
+        {"x": _Count(1)},
+    ],
 )
 def test_metadata_the_quick_bound_cannot_judge_is_measured(metadata: dict[Any, Any]) -> None:
     assert _flat_bound(metadata) is None
+
+
+def test_a_str_subclass_in_metadata_reads_back_as_a_plain_str() -> None:
+    # Measured, not passed through: kept as it will read back, so a replay compares equal.
+    stored = entry(metadata={"x": _Text("y")}).metadata
+    assert stored == {"x": "y"}
+    assert stored is not None
+    assert type(stored["x"]) is str
 
 
 def test_metadata_must_be_json() -> None:

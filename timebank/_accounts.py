@@ -117,7 +117,7 @@ _SELECTED = ", ".join(c.name for c in _COLUMNS)
 # Straight to the driver (this runs once per write), the codes as one parameter: an array on
 # PostgreSQL, a JSON list on SQLite, instead of one parameter per code.
 _LOCK_SQL = {
-    "postgresql": binary_parameters(
+    "postgresql": (
         f"SELECT {_SELECTED} FROM tb_accounts WHERE code = ANY(%(codes)s::text[]) "
         # Byte order, as Python sorts the chunks: the canonical order whatever the collation.
         'ORDER BY code COLLATE "C" FOR UPDATE'
@@ -140,7 +140,8 @@ _INSTANT_COLUMNS = (9, 10)  # next_hold_expiry_at, last_recorded_at
 def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Sequence[Any]]:
     name = conn.dialect.name
     if name == "postgresql":
-        rows = driver_execute(conn, _LOCK_SQL[name], {"codes": codes}, fetch=True).rows
+        sql = binary_parameters(_LOCK_SQL[name], conn.dialect)
+        rows = driver_execute(conn, sql, {"codes": codes}, fetch=True).rows
     elif name == "sqlite" and len(codes) <= _SQLITE_PLACEHOLDERS_MAX:
         rows = driver_execute(conn, _SQLITE_LOCK_SMALL[len(codes)], codes, fetch=True).rows
     elif name == "sqlite":

@@ -20,7 +20,10 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, String, TypeEngine
 
 Processor = Callable[[Any], Any]
-_NAMED = re.compile(r"%\((\w+)\)s")
+#: A named parameter cast to an array type whose binary form every psycopg 3 sends alike
+#: (not ``%%(x)s``, an escaped percent sign; not boolean arrays: older psycopg 3 dumped a
+#: list of bools in binary as small integers).
+_BINARY_ARRAY = re.compile(r"(?<!%)%\((\w+)\)s(?=::(?:bigint|text|timestamp|date)\[\])")
 #: COPY's set-up costs round trips; below this many rows one INSERT is quicker.
 COPY_ROWS_MIN = 64
 _UNSET = object()
@@ -50,11 +53,11 @@ class RawMany:
 
     def _prepare(self, conn: Connection) -> tuple[str, list[int] | None, list[Any]]:
         dialect = conn.dialect
-        key = f"{dialect.name}:{dialect.paramstyle}"
+        key = f"{dialect.name}:{dialect.driver}:{dialect.paramstyle}"
         if key not in self._prepared:
             processors = [t.dialect_impl(dialect).bind_processor(dialect) for t in self.types]
             if dialect.name == "postgresql":
-                self._prepared[key] = (binary_parameters(self.pg_sql), None, processors)
+                self._prepared[key] = (binary_parameters(self.pg_sql, dialect), None, processors)
             else:
                 compiled: Any = self.statement.compile(
                     dialect=dialect, column_keys=list(self.names)
@@ -116,14 +119,16 @@ class RawMany:
         return int(lastrowid)
 
 
-def binary_parameters(sql: str) -> str:
-    """PostgreSQL: ``sql`` with its named parameters sent in binary (``%(name)b``).
+def binary_parameters(sql: str, dialect: Any) -> str:
+    """PostgreSQL through psycopg 3: ``sql`` with its array parameters sent in binary
+    (``%(name)b``); other drivers get ``sql`` as it is.
 
     psycopg writes a list as text in Python, testing every element with a regular
     expression for quoting; in binary a thousand-element array is dumped in half the time
-    (0.37 ms against 0.79 ms measured here), and the hot path sends a dozen such arrays a
-    batch."""
-    return _NAMED.sub(r"%(\1)b", sql)
+    (0.37 ms against 0.79 ms, measured here), and a bulk batch sends a dozen such arrays."""
+    if dialect.driver != "psycopg":
+        return sql
+    return _BINARY_ARRAY.sub(r"%(\1)b", sql)
 
 
 @dataclass(frozen=True, slots=True)
