@@ -20,9 +20,9 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import JSON, BigInteger, Boolean, Date, DateTime, Integer, String, TypeEngine
 
 Processor = Callable[[Any], Any]
-#: A named parameter cast to an array type whose binary form every psycopg 3 sends alike
-#: (not ``%%(x)s``, an escaped percent sign; not boolean arrays: older psycopg 3 dumped a
-#: list of bools in binary as small integers).
+#: A named parameter cast to an array of integers, text, timestamps or dates (not
+#: ``%%(x)s``, an escaped percent sign). Boolean arrays stay text: that every psycopg 3 since
+#: the oldest this package allows dumps a list of bools in binary as booleans is unchecked.
 _BINARY_ARRAY = re.compile(r"(?<!%)%\((\w+)\)s(?=::(?:bigint|text|timestamp|date)\[\])")
 #: COPY's set-up costs round trips; below this many rows one INSERT is quicker.
 COPY_ROWS_MIN = 64
