@@ -23,8 +23,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from unittest import mock
 
 from run_w import DEFAULT_PG_URL, machine_info, save_result
 from sqlalchemy import create_engine, make_url, select, text
@@ -36,12 +37,8 @@ from timebank.models import AccountSpec
 from timebank.schema import accounts
 
 REPEATS = 3
+BASELINE = "the same, the collector running (baseline)"
 PG_DATABASE = "timebank_bench_trial"
-
-
-@contextlib.contextmanager
-def _not_paused() -> Iterator[None]:
-    yield
 
 
 def open_ledger(backend: str, pg_url: str, directory: Path) -> Ledger:
@@ -91,17 +88,13 @@ def library(ledger: Ledger) -> int:
 
 
 def collector_running(ledger: Ledger) -> int:
-    paused = timebank._collector.paused
-    timebank._collector.paused = _not_paused
-    try:
+    with mock.patch.object(timebank._collector, "paused", contextlib.nullcontext):
         return len(ledger.trial_balance().lines)
-    finally:
-        timebank._collector.paused = paused
 
 
 WAYS: dict[str, Callable[[Ledger], int]] = {
     "`ledger.trial_balance()` (collector paused while the lines are built)": library,
-    "the same, the collector running (baseline)": collector_running,
+    BASELINE: collector_running,
     "the rows alone, `.all()`, no lines, the collector running": rows_alone,
 }
 
@@ -131,7 +124,7 @@ def run(backend: str, count: int, pg_url: str) -> str:
             ledger.dispose()
             if backend == "postgres":
                 _admin(pg_url, f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
-    baseline = medians["the same, the collector running (baseline)"]
+    baseline = medians[BASELINE]
     lines = [
         f"# Trial balance of {count:,} accounts: {backend}",
         "",

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from timebank._bulk import binary_parameters
 
-PSYCOPG = SimpleNamespace(driver="psycopg")
 SQL = (
     "UPDATE t SET a = v.a FROM unnest(%(ids)s::bigint[], %(codes)s::text[], "
     "%(at)s::timestamp[], %(on)s::date[], %(flags)s::boolean[]) AS v(id, a, at, on_, f) "
@@ -15,7 +12,7 @@ SQL = (
 
 
 def test_typed_arrays_go_in_binary_through_psycopg() -> None:
-    assert binary_parameters(SQL, PSYCOPG) == (
+    assert binary_parameters(SQL, "psycopg") == (
         "UPDATE t SET a = v.a FROM unnest(%(ids)b::bigint[], %(codes)b::text[], "
         "%(at)b::timestamp[], %(on)b::date[], %(flags)s::boolean[]) AS v(id, a, at, on_, f) "
         "WHERE t.n = %(n)s AND t.s LIKE '%%(ids)s::bigint[]'"
@@ -23,4 +20,4 @@ def test_typed_arrays_go_in_binary_through_psycopg() -> None:
 
 
 def test_other_drivers_get_the_statement_as_it_is() -> None:
-    assert binary_parameters(SQL, SimpleNamespace(driver="psycopg2")) == SQL
+    assert binary_parameters(SQL, "psycopg2") == SQL

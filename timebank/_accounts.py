@@ -140,7 +140,7 @@ _INSTANT_COLUMNS = (9, 10)  # next_hold_expiry_at, last_recorded_at
 def _lock_rows(conn: Connection, codes: list[str]) -> Iterable[Sequence[Any]]:
     name = conn.dialect.name
     if name == "postgresql":
-        sql = binary_parameters(_LOCK_SQL[name], conn.dialect)
+        sql = binary_parameters(_LOCK_SQL[name], conn.dialect.driver)
         rows = driver_execute(conn, sql, {"codes": codes}, fetch=True).rows
     elif name == "sqlite" and len(codes) <= _SQLITE_PLACEHOLDERS_MAX:
         rows = driver_execute(conn, _SQLITE_LOCK_SMALL[len(codes)], codes, fetch=True).rows

@@ -9,6 +9,7 @@ postings can reference their entries without a RETURNING round trip per row.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ class RawMany:
         if key not in self._prepared:
             processors = [t.dialect_impl(dialect).bind_processor(dialect) for t in self.types]
             if dialect.name == "postgresql":
-                self._prepared[key] = (binary_parameters(self.pg_sql, dialect), None, processors)
+                sql = binary_parameters(self.pg_sql, dialect.driver)
+                self._prepared[key] = (sql, None, processors)
             else:
                 compiled: Any = self.statement.compile(
                     dialect=dialect, column_keys=list(self.names)
@@ -119,14 +121,16 @@ class RawMany:
         return int(lastrowid)
 
 
-def binary_parameters(sql: str, dialect: Any) -> str:
+@functools.cache
+def binary_parameters(sql: str, driver: str) -> str:
     """PostgreSQL through psycopg 3: ``sql`` with its array parameters sent in binary
     (``%(name)b``); other drivers get ``sql`` as it is.
 
     psycopg writes a list as text in Python, testing every element with a regular
     expression for quoting; in binary a thousand-element array is dumped in half the time
-    (0.37 ms against 0.79 ms, measured here), and a bulk batch sends a dozen such arrays."""
-    if dialect.driver != "psycopg":
+    (0.37 ms against 0.79 ms, measured here), and a bulk batch sends a dozen such arrays.
+    Cached: the account lock of every write asks for its statement."""
+    if driver != "psycopg":
         return sql
     return _BINARY_ARRAY.sub(r"%(\1)b", sql)
 
