@@ -9,7 +9,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from timebank import _accounts, errors
-from timebank._db import KeyRace, violated
+from timebank._db import KeyRace, planned_each_time, violated
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.models import AccountSpec
 from timebank.schema import accounts
@@ -20,6 +20,12 @@ _SPEC_FIELDS = ("type", "owner_ref", "floor_minutes", "ceiling_minutes")
 def open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime) -> int:
     """Create the accounts that do not exist yet; an existing code must match its spec (the
     code is the idempotency key of opening an account). Returns how many were created."""
+    # Each chunk's look-up repeats one statement against a table this call may be growing.
+    with planned_each_time(conn):
+        return _open_accounts(conn, specs, now)
+
+
+def _open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime) -> int:
     by_code: dict[str, AccountSpec] = {}
     for spec in specs:
         seen = by_code.setdefault(spec.code, spec)

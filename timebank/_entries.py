@@ -22,7 +22,7 @@ from timebank._bulk import (
     reserve_ids,
     unnest_insert,
 )
-from timebank._db import KeyRace, violated
+from timebank._db import PLANNED_EACH_TIME_MIN, KeyRace, planned_each_time, violated
 from timebank.limits import SQL_CHUNK_ROWS
 from timebank.models import Command, EntryCommand, EntryView, PostingSpec, PostingView
 from timebank.schema import accounts, entries, postings
@@ -89,6 +89,20 @@ def post(
     constraint on the key decides, and a clash raises :class:`KeyRace` so the caller can
     roll back and run again with it on.
     """
+    if len(drafts) < PLANNED_EACH_TIME_MIN:
+        return _post(conn, drafts, clock, check_replays=check_replays, sink=sink)
+    with planned_each_time(conn):  # a batch's statements read tables it may be growing
+        return _post(conn, drafts, clock, check_replays=check_replays, sink=sink)
+
+
+def _post(
+    conn: Connection,
+    drafts: Sequence[Draft],
+    clock: Clock,
+    *,
+    check_replays: bool,
+    sink: list[_Written] | None,
+) -> tuple[list[int], int]:
     ids: list[int | None] = [None] * len(drafts)
     fresh = _dedupe(drafts, ids)
     if check_replays:

@@ -47,7 +47,7 @@ from sqlalchemy import (
 from timebank import _collector, errors
 from timebank._accounts import limit_refusal
 from timebank._bulk import RawMany, bulk_insert, can_reserve_ids, reserve_ids
-from timebank._db import in_values
+from timebank._db import in_values, planned_each_time
 from timebank.bank import _gifts, _pools, _redeem, _services
 from timebank.bank._ctx import Act, programme_row
 from timebank.bank._io import (
@@ -1159,7 +1159,9 @@ def apply_batch(
     transaction. A rejected row leaves no trace and the rows after it are judged without
     it; with any row rejected, BatchRejected rolls the batch back, unless
     ``skip_rejected``, which writes the others. Errors of the database propagate."""
-    with _collector.paused():  # the batch's state and writes all live until it is written
+    # Everything built lives until the batch is written; and the batch's statements, each
+    # run once a batch, read tables the import is growing (no plan made when they were small).
+    with _collector.paused(), planned_each_time(act.conn):
         rows = [item for item in items if isinstance(item, HistoryRow)]
         rejected = [item for item in items if isinstance(item, RejectedRow)]
         applied = present = 0
