@@ -41,11 +41,16 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 
 
-def save_result(stem: str, report: str) -> Path:
-    """Write ``report`` to results/<stem>-<today>.md, print it and where it went."""
+def save_result(stem: str, report: str, *, trial: bool = False) -> Path | None:
+    """Print ``report`` and write it to results/<stem>-<today>.md, unless it is a ``trial``
+    (a run with other arguments than the defaults), which must not overwrite the day's
+    result."""
+    print(report)
+    if trial:
+        print("a trial run (arguments other than the defaults): no result file written")
+        return None
     path = RESULTS_DIR / f"{stem}-{datetime.now(UTC).date()}.md"
     path.write_text(report, encoding="utf-8")
-    print(report)
     print(f"written to {path}")
     return path
 # The contender modules import the library; make the repository root importable when this file

@@ -20,17 +20,30 @@ _SPEC_FIELDS = ("type", "owner_ref", "floor_minutes", "ceiling_minutes")
 def open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime) -> int:
     """Create the accounts that do not exist yet; an existing code must match its spec (the
     code is the idempotency key of opening an account). Returns how many were created."""
-    # Each chunk's look-up repeats one statement against a table this call may be growing.
-    with planned_each_time(conn):
-        return _open_accounts(conn, specs, now)
-
-
-def _open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime) -> int:
     by_code: dict[str, AccountSpec] = {}
     for spec in specs:
         seen = by_code.setdefault(spec.code, spec)
         if seen != spec:
             raise errors.AccountExistsError(spec.code, _differing(seen, spec))
+    # One statement per chunk of codes, against a table these calls keep growing. The
+    # insert below stays prepared: psycopg's executemany plans it once for every row.
+    with planned_each_time(conn):
+        _drop_existing(conn, by_code)
+    for spec in by_code.values():
+        _check_starts_within_limits(spec)
+    rows = [_row(spec, now) for spec in by_code.values()]
+    if rows:
+        try:
+            conn.execute(insert(accounts), rows)
+        except sa_exc.IntegrityError as exc:
+            if violated(exc, "code"):
+                raise KeyRace from exc
+            raise
+    return len(rows)
+
+
+def _drop_existing(conn: Connection, by_code: dict[str, AccountSpec]) -> None:
+    """Take the accounts that exist out of ``by_code``; each must match its spec."""
     codes = sorted(by_code)
     for start in range(0, len(codes), SQL_CHUNK_ROWS):
         chunk = codes[start : start + SQL_CHUNK_ROWS]
@@ -44,17 +57,6 @@ def _open_accounts(conn: Connection, specs: Sequence[AccountSpec], now: datetime
             stored = AccountSpec(code=row.code, **{f: getattr(row, f) for f in _SPEC_FIELDS})
             if stored != spec:
                 raise errors.AccountExistsError(row.code, _differing(stored, spec))
-    for spec in by_code.values():
-        _check_starts_within_limits(spec)
-    rows = [_row(spec, now) for spec in by_code.values()]
-    if rows:
-        try:
-            conn.execute(insert(accounts), rows)
-        except sa_exc.IntegrityError as exc:
-            if violated(exc, "code"):
-                raise KeyRace from exc
-            raise
-    return len(rows)
 
 
 def _check_starts_within_limits(spec: AccountSpec) -> None:
