@@ -173,10 +173,10 @@ def run(args: argparse.Namespace) -> str:
                 print(f"bulk import: {name}, round {round_ + 1}", flush=True)
                 url = clone("planning_import").render_as_string(hide_password=False)
                 with patched():
-                    seconds, applied = bulk_import(url, lines, args.batches)
+                    elapsed, applied = bulk_import(url, lines, args.batches)
                 lines_out.append(
-                    f"| {name} | {round_ + 1} | {seconds:.2f} | {applied:,} | "
-                    f"{applied / seconds:,.0f} |"
+                    f"| {name} | {round_ + 1} | {elapsed:.2f} | {applied:,} | "
+                    f"{applied / elapsed:,.0f} |"
                 )
     lines_out += ["", "## Machine", ""]
     lines_out += [f"- {k}: {v}" for k, v in machine_info("postgres", make_url(pg_url)).items()]
