@@ -78,10 +78,10 @@ if str(REPO_ROOT) not in sys.path:
 
 from run_w import (  # noqa: E402 - after the path set-up
     DEFAULT_PG_URL,
-    RESULTS_DIR,
     Backend,
     machine_info,
     postgres_database,
+    save_result,
     sqlite_database,
 )
 
@@ -731,13 +731,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         control_url = stack.enter_context(database("scale_control"))
         result = run(url, control_url, args.members, checkpoints_at, vacuum=args.vacuum)
     report = render(backend, result, machine_info(backend, make_url(args.pg_url)), argv)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     top = checkpoints_at[-1]
     size = f"{top // 1_000_000}M" if top >= 1_000_000 else f"{top // 1_000}k"
-    path = RESULTS_DIR / f"bank-scale-{backend}-{size}-{datetime.now(UTC).date()}.md"
-    path.write_text(report, encoding="utf-8")
-    print(report)
-    print(f"written to {path}")
+    # The file names its size: a smaller run does not overwrite the 10M run's file.
+    save_result(f"bank-scale-{backend}-{size}", report)
     return 0 if all(not c.problems for c in result.checkpoints) else 1
 
 

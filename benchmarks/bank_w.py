@@ -72,6 +72,7 @@ from run_w import (  # noqa: E402 - after the path set-up
     Result,
     machine_info,
     run_contender,
+    save_result,
 )
 from workload import Transfer, Workload, generate  # noqa: E402
 
@@ -511,14 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(directory, ignore_errors=True)
         report = render(backend, core, results, measured=measured,
                         info=machine_info(backend, make_url(args.pg_url)), argv=argv)
-        path = RESULTS_DIR / f"bank-W-{backend}-{today}.md"
-        path.write_text(report, encoding="utf-8")
-        print(report)
-        if profile_text is not None:
+        # The row import's prefix is the only size: a shorter one is a trial.
+        trial = args.rows_limit != DEFAULT_ROWS_LIMIT
+        save_result(f"bank-W-{backend}", report, trial=trial)
+        if profile_text is not None and not trial:
             profile_path = RESULTS_DIR / f"bank-W-{backend}-{today}-profile.txt"
             profile_path.write_text(profile_text, encoding="utf-8")
             print(f"profile written to {profile_path}")
-        print(f"written to {path}", flush=True)
     return 0
 
 

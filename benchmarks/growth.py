@@ -35,10 +35,10 @@ from pathlib import Path
 from contender_timebank import account_type, command
 from run_w import (
     DEFAULT_PG_URL,
-    RESULTS_DIR,
     Backend,
     machine_info,
     postgres_database,
+    save_result,
     sqlite_database,
 )
 from sqlalchemy import URL, Engine, make_url, text
@@ -474,13 +474,12 @@ def render_report(backend: Backend, result: Run, info: dict[str, str], argv: Seq
     return "\n".join(body)
 
 
-def report_path(backend: Backend, max_postings: int) -> Path:
-    """growth-<backend>-<date>.md for the default run; a run to another size says which, so
-    that it does not overwrite the default run's file."""
-    date = datetime.now(UTC).date().isoformat()
+def report_stem(backend: Backend, max_postings: int) -> str:
+    """growth-<backend> for the default run; a run to another size says which, so that it
+    does not overwrite the default run's file."""
     if max_postings == DEFAULT_MAX_POSTINGS:
-        return RESULTS_DIR / f"growth-{backend}-{date}.md"
-    return RESULTS_DIR / f"growth-{backend}-{_size_label(max_postings)}-{date}.md"
+        return f"growth-{backend}"
+    return f"growth-{backend}-{_size_label(max_postings)}"
 
 
 def _size_label(postings: int) -> str:
@@ -510,17 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     backends: list[Backend] = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for backend in backends:
         print(f"[{backend}] up to {args.max_postings:,} postings", flush=True)
         result = run_backend(backend, args)
         info = machine_info(backend, make_url(args.pg_url))
         report = render_report(backend, result, info, argv)
-        path = report_path(backend, args.max_postings)
-        path.write_text(report, encoding="utf-8")
-        print()
-        print(report)
-        print(f"written to {path}", flush=True)
+        save_result(report_stem(backend, args.max_postings), report)
     return 0
 
 

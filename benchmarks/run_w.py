@@ -49,9 +49,10 @@ def save_result(stem: str, report: str, *, trial: bool = False) -> Path | None:
     if trial:
         print("a trial run (arguments other than the defaults): no result file written")
         return None
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stem}-{datetime.now(UTC).date()}.md"
     path.write_text(report, encoding="utf-8")
-    print(f"written to {path}")
+    print(f"written to {path}", flush=True)
     return path
 # The contender modules import the library; make the repository root importable when this file
 # is run as ``python benchmarks/run_w.py`` (then sys.path[0] is benchmarks/, not the root).
@@ -508,15 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backends: list[Backend] = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     workload = generate()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for backend in backends:
         results, info = run_backend(backend, args.names, args, workload)
         report = render_report(backend, results, info, argv, analyze=args.analyze)
-        path = RESULTS_DIR / f"W-{backend}-{datetime.now(UTC).date().isoformat()}.md"
-        path.write_text(report, encoding="utf-8")
-        print()
-        print(report)
-        print(f"written to {path}", flush=True)
+        save_result(f"W-{backend}", report)
     return 0
 
 
