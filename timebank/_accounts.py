@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from timebank import errors
 from timebank._bulk import RawMany, binary_parameters, driver_execute
@@ -248,18 +248,20 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
         for a in locked.values()
         if a.next_hold_expiry_at is not None and a.next_hold_expiry_at <= now
     ]
-    rows = conn.execute(
-        select(
-            holds.c.id, holds.c.debit_account_id, holds.c.credit_account_id, holds.c.amount_minutes
+    found: dict[int, Any] = {}
+    for side in _SIDES:
+        query = (
+            select(
+                holds.c.id,
+                holds.c.debit_account_id,
+                holds.c.credit_account_id,
+                holds.c.amount_minutes,
+            )
+            .where(side.in_(due), *_expired(now))
+            .with_for_update()
         )
-        .where(
-            holds.c.status == "pending",
-            holds.c.expires_at <= now,
-            or_(holds.c.debit_account_id.in_(due), holds.c.credit_account_id.in_(due)),
-        )
-        .order_by(holds.c.id)
-        .with_for_update()
-    ).all()
+        found.update((r.id, r) for r in conn.execute(query))
+    rows = [found[i] for i in sorted(found)]
     by_id = {a.id: a for a in locked.values()}
     missing = {i for r in rows for i in (r.debit_account_id, r.credit_account_id)} - by_id.keys()
     if missing:
@@ -285,18 +287,25 @@ def _expired_closure(conn: Connection, ids: set[int], now: datetime) -> set[int]
     found = set(ids)
     frontier = set(ids)
     while frontier:
-        rows = conn.execute(
-            select(holds.c.debit_account_id, holds.c.credit_account_id).where(
-                holds.c.status == "pending",
-                holds.c.expires_at <= now,
-                or_(
-                    holds.c.debit_account_id.in_(frontier), holds.c.credit_account_id.in_(frontier)
-                ),
+        linked: set[int] = set()
+        for side in _SIDES:
+            query = select(holds.c.debit_account_id, holds.c.credit_account_id).where(
+                side.in_(frontier), *_expired(now)
             )
-        ).all()
-        frontier = {i for row in rows for i in row} - found
+            linked.update(i for row in conn.execute(query) for i in row)
+        frontier = linked - found
         found |= frontier
     return found
+
+
+#: A hold's two accounts. An account's holds are read one side at a time, each through its
+#: index by (account, status, expiry): a condition on either side (OR) is planned as a read
+#: of every pending hold of the ledger (SQLite) or of every hold the account ever had.
+_SIDES = (holds.c.debit_account_id, holds.c.credit_account_id)
+
+
+def _expired(now: datetime) -> tuple[Any, ...]:
+    return holds.c.status == "pending", holds.c.expires_at <= now
 
 
 def refresh_next_expiry(
@@ -306,13 +315,16 @@ def refresh_next_expiry(
     skip the holds table entirely while nothing is due). ``leaving``: a hold still pending
     in its row but being resolved by this operation, left out."""
     for account in targets:
-        conditions = [
-            holds.c.status == "pending",
-            or_(holds.c.debit_account_id == account.id, holds.c.credit_account_id == account.id),
-        ]
-        if leaving is not None:
-            conditions.append(holds.c.id != leaving)
-        soonest = conn.execute(select(func.min(holds.c.expires_at)).where(*conditions)).scalar()
+        soonest_per_side = []
+        for side in _SIDES:
+            query = select(func.min(holds.c.expires_at)).where(
+                side == account.id, holds.c.status == "pending"
+            )
+            if leaving is not None:
+                query = query.where(holds.c.id != leaving)
+            soonest_per_side.append(query.scalar_subquery())
+        found = [t for t in conn.execute(select(*soonest_per_side)).one() if t is not None]
+        soonest = min(found, default=None)
         if soonest != account.next_hold_expiry_at:
             account.next_hold_expiry_at = soonest
             account.expiry_dirty = True

@@ -256,8 +256,8 @@ class Hold(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(exact_text(KEY_LENGTH_MAX), unique=True)
     code: Mapped[str] = mapped_column(String(ENTRY_CODE_LENGTH_MAX))
-    debit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
-    credit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"), index=True)
+    debit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
+    credit_account_id: Mapped[int] = mapped_column(Id, ForeignKey("tb_accounts.id"))
     amount_minutes: Mapped[int]
     status: Mapped[str] = mapped_column(String(8))
     operator: Mapped[str] = mapped_column(String(OPERATOR_LENGTH_MAX))
@@ -286,6 +286,14 @@ class Hold(Base):
         ),
         CheckConstraint("(status = 'posted') = (posted_entry_id IS NOT NULL)", name="posted_entry"),
         Index("ix_tb_holds_status_expires_at", "status", "expires_at"),
+        # An account's pending holds by expiry, on either side: the expiry hint, releasing
+        # expired holds and a station's live bookings read these, not every hold the
+        # account ever had (a station's account holds every booking made there).
+        *(
+            Index(f"ix_tb_holds_{side}_account_id_status_expires_at", f"{side}_account_id",
+                  "status", "expires_at")
+            for side in ("debit", "credit")
+        ),
     )
 
 
