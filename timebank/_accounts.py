@@ -260,6 +260,8 @@ def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], no
             .where(side.in_(due), *_expired(now))
             .with_for_update()
         )
+        # Two statements lock these rows in no common order: safe, as every writer of a
+        # hold row holds both its accounts' locks first, taken in the canonical order.
         found.update((r.id, r) for r in conn.execute(query))
     rows = [found[i] for i in sorted(found)]
     by_id = {a.id: a for a in locked.values()}
@@ -298,9 +300,11 @@ def _expired_closure(conn: Connection, ids: set[int], now: datetime) -> set[int]
     return found
 
 
-#: A hold's two accounts. An account's holds are read one side at a time, each through its
-#: index by (account, status, expiry): a condition on either side (OR) is planned as a read
-#: of every pending hold of the ledger (SQLite) or of every hold the account ever had.
+#: A hold's two accounts. An account's holds are read one side at a time, each one range of
+#: its index by (account, status, expiry), the soonest expiry its first entry. With the two
+#: sides in one condition (OR), SQLite planned the read through the index by status (every
+#: pending hold of the ledger), and PostgreSQL chose between that and every hold the account
+#: ever had (`benchmarks/holds.py`).
 _SIDES = (holds.c.debit_account_id, holds.c.credit_account_id)
 
 

@@ -70,8 +70,8 @@ def planned_each_time(conn: Connection) -> Iterator[None]:
     code). Bulk statements do enough work for planning each time to be cheap; the small
     statements of one operation keep their prepared plans. Elsewhere this does nothing.
     """
-    driver: Any = conn.connection.driver_connection
-    if conn.dialect.driver != "psycopg" or driver is None:
+    driver: Any = conn.connection.driver_connection if conn.dialect.driver == "psycopg" else None
+    if driver is None:
         yield
         return
     saved = driver.prepare_threshold

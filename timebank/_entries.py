@@ -4,6 +4,7 @@ entry and for a batch, so the fast path and the careful path are the same path."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,9 +90,9 @@ def post(
     constraint on the key decides, and a clash raises :class:`KeyRace` so the caller can
     roll back and run again with it on.
     """
-    if len(drafts) < PLANNED_EACH_TIME_MIN:
-        return _post(conn, drafts, clock, check_replays=check_replays, sink=sink)
-    with planned_each_time(conn):  # a batch's statements read tables it may be growing
+    # A batch's statements read tables it may be growing: planned each time (see _db).
+    many = len(drafts) >= PLANNED_EACH_TIME_MIN
+    with planned_each_time(conn) if many else nullcontext():
         return _post(conn, drafts, clock, check_replays=check_replays, sink=sink)
 
 
