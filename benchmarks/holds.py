@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 from run_w import DEFAULT_PG_URL, PG_DATABASE_PREFIX, machine_info, save_result
@@ -38,7 +39,7 @@ from sqlalchemy import Connection, Engine, create_engine, func, make_url, or_, s
 import timebank._accounts
 from timebank import Ledger
 from timebank._accounts import LockedAccount
-from timebank.schema import accounts, holds
+from timebank.schema import UTCDateTime, accounts, holds
 
 RESOLVES = 200
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -68,15 +69,21 @@ def open_ledger(backend: str, pg_url: str, directory: Path) -> Ledger:
 
 
 def _series(engine: Engine) -> tuple[str, str, str]:
-    """(WITH clause, FROM source, instant of row n) for a series of n = 1 .. :n."""
+    """(WITH clause, FROM source, instant of row n: :t0 and n seconds, stored as the library
+    stores it) for a series of n = 1 .. :n."""
     if engine.dialect.name == "postgresql":
         at = "CAST(:t0 AS timestamp) + g.n * interval '1 second'"
         return "", "generate_series(1, :n) AS g(n)", at
     return (
         "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :n) ",
         "g",
-        "datetime(:t0, '+' || g.n || ' seconds')",
+        ":t0 + g.n * 1000000",  # SQLite: integer microseconds since the epoch
     )
+
+
+def _stored(engine: Engine, instant: datetime) -> Any:
+    """``instant`` as the library stores it on ``engine``'s database."""
+    return UTCDateTime().process_bind_param(instant, engine.dialect)
 
 
 _HOLD_COLUMNS = (
@@ -99,7 +106,7 @@ def add_history(engine: Engine, station_id: int, member_id: int, first: int, cou
         "CASE WHEN g.n % 2 = 0 THEN :member ELSE :station END, 10, 'voided', 'bench', '', "
         f"{at}, {at}, {at}, 'old-void' || (g.n + :first), 'bench', '' FROM {source}"
     )
-    values = {"n": count, "first": first, "t0": _stamp(T0), "station": station_id,
+    values = {"n": count, "first": first, "t0": _stored(engine, T0), "station": station_id,
               "member": member_id}
     with engine.begin() as conn:
         conn.execute(statement, values)
@@ -120,7 +127,8 @@ def add_pending(engine: Engine, debit_id: int, credit_id: int, first: int, count
         f"'', :created, {at}, NULL, NULL, NULL, NULL FROM {source}"
     )
     soon = datetime.now(UTC) + timedelta(hours=1, seconds=first)
-    values = {"n": count, "first": first, "t0": _stamp(soon), "created": _stamp(T0),
+    values = {"n": count, "first": first, "t0": _stored(engine, soon),
+              "created": _stored(engine, T0),
               "debit": debit_id, "credit": credit_id}
     soonest = (
         select(func.min(holds.c.expires_at))
@@ -136,10 +144,6 @@ def add_pending(engine: Engine, debit_id: int, credit_id: int, first: int, count
             held_in_minutes=accounts.c.held_in_minutes + count, version=accounts.c.version + 1,
             next_hold_expiry_at=soonest))
     analyze(engine)
-
-
-def _stamp(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def analyze(engine: Engine) -> None:
