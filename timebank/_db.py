@@ -65,10 +65,12 @@ def planned_each_time(conn: Connection) -> Iterator[None]:
     psycopg prepares a statement after its fifth execution on a connection, and the server
     may then keep one generic plan for it. A generic plan made while a table was nearly
     empty scans that table, and stays until the table's statistics change, which with
-    autovacuum off, or until it runs, is never: opening 100,000 accounts beside 100,000
-    took 275 s instead of 10 (each look-up of 1,000 codes compared every row with every
-    code). Bulk statements do enough work for planning each time to be cheap; the small
-    statements of one operation keep their prepared plans. Elsewhere this does nothing.
+    autovacuum off, or until it runs, is never: opening 20,000 accounts beside 60,000 took
+    41 s instead of 1.3 (each look-up of 1,000 codes compared every row with every code;
+    ``benchmarks/results/planning-postgres-2026-11-30.md``). Bulk statements do enough work
+    for planning each time to cost little (a bulk import 2 to 10 % with fresh statistics);
+    the small statements of one operation keep their prepared plans. Elsewhere this does
+    nothing.
     """
     driver: Any = conn.connection.driver_connection if conn.dialect.driver == "psycopg" else None
     if driver is None:

@@ -286,9 +286,10 @@ class Hold(Base):
         ),
         CheckConstraint("(status = 'posted') = (posted_entry_id IS NOT NULL)", name="posted_entry"),
         Index("ix_tb_holds_status_expires_at", "status", "expires_at"),
-        # An account's pending holds by expiry, on either side: the expiry hint, releasing
-        # expired holds and a station's live bookings read these, not every hold the
-        # account ever had (a station's account holds every booking made there).
+        # An account's pending holds by expiry, one index a side: the expiry hint, releasing
+        # expired holds and a station's live bookings read one range of these, where an
+        # index by account alone reaches every hold the account ever had (a station's
+        # account holds every booking made there).
         *(
             Index(f"ix_tb_holds_{side}_account_id_status_expires_at", f"{side}_account_id",
                   "status", "expires_at")

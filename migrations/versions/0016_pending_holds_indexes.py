@@ -1,8 +1,10 @@
 """An account's pending holds by expiry: the holds' indexes by debit and by credit account
 gain the status and the expiry. Recomputing an account's soonest pending expiry (after a
-hold resolves), releasing its expired holds and summing a station's live bookings read the
-account's pending holds only, where the single-column indexes made them read every hold the
-account ever had (issue 10: a station's account holds every booking made there).
+hold resolves), releasing its expired holds and summing a station's live bookings each read
+one range of the account's pending holds, a side at a time. Before, an index by account alone
+reached every hold the account ever had, and the look-ups that named both sides in one
+condition were planned through the index by status: every pending hold of the ledger that
+expires before the account's first (issue 10, `benchmarks/holds.py`).
 
 The new indexes are made before the old ones go: MariaDB keeps an index on each foreign key
 column first at every moment.
