@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from run_w import DEFAULT_PG_URL, PG_DATABASE_PREFIX, machine_info, save_result
-from sqlalchemy import Connection, Engine, create_engine, func, make_url, or_, select, text
+from run_w import DEFAULT_PG_URL, machine_info, recreate_database, save_result
+from sqlalchemy import Connection, Engine, func, make_url, or_, select, text
 
 import timebank._accounts
 from timebank import Ledger
@@ -56,16 +56,7 @@ def open_ledger(backend: str, pg_url: str, directory: Path) -> Ledger:
         path = directory / "holds.db"
         path.unlink(missing_ok=True)
         return Ledger.open(f"sqlite:///{path}")
-    admin = create_engine(make_url(pg_url), isolation_level="AUTOCOMMIT")
-    database = f"{PG_DATABASE_PREFIX}holds"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
-    finally:
-        admin.dispose()
-    url = make_url(pg_url).set(database=database)
-    return Ledger.open(url.render_as_string(hide_password=False))
+    return Ledger.open(recreate_database(pg_url, "holds"))
 
 
 def _series(engine: Engine) -> tuple[str, str, str]:

@@ -34,7 +34,7 @@ from unittest import mock
 
 from bank_scale import Analyzer
 from bank_w import BATCH_ROWS, HEADER, OPERATOR, PROGRAMME, SECRET, history_line, template
-from run_w import DEFAULT_PG_URL, PG_DATABASE_PREFIX, machine_info, save_result
+from run_w import DEFAULT_PG_URL, machine_info, recreate_database, save_result
 from sqlalchemy import create_engine, make_url, text
 from workload import generate
 
@@ -77,20 +77,8 @@ def no_autovacuum(url: str) -> None:
         engine.dispose()
 
 
-def fresh_database(pg_url: str, name: str) -> str:
-    admin = create_engine(make_url(pg_url), isolation_level="AUTOCOMMIT")
-    database = f"{PG_DATABASE_PREFIX}{name}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
-    finally:
-        admin.dispose()
-    return make_url(pg_url).set(database=database).render_as_string(hide_password=False)
-
-
 def open_accounts(pg_url: str, calls: int, per_call: int) -> list[float]:
-    url = fresh_database(pg_url, "planning_accounts")
+    url = recreate_database(pg_url, "planning_accounts")
     Ledger.open(url).dispose()
     no_autovacuum(url)
     ledger = Ledger.open(url)

@@ -215,6 +215,20 @@ def postgres_database(admin_url: URL, name: str) -> Iterator[URL]:
         admin.dispose()
 
 
+def recreate_database(pg_url: str, name: str) -> str:
+    """A new empty PostgreSQL database ``PG_DATABASE_PREFIX + name`` (dropped first if it is
+    there), left for the next run to drop; its URL."""
+    admin = create_engine(make_url(pg_url), isolation_level="AUTOCOMMIT")
+    database = f"{PG_DATABASE_PREFIX}{name}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+    finally:
+        admin.dispose()
+    return make_url(pg_url).set(database=database).render_as_string(hide_password=False)
+
+
 # ---- running -------------------------------------------------------------------------------
 
 
