@@ -77,11 +77,19 @@ def _stored(engine: Engine, instant: datetime) -> Any:
     return UTCDateTime().process_bind_param(instant, engine.dialect)
 
 
-_HOLD_COLUMNS = (
-    "INSERT INTO tb_holds (idempotency_key, code, debit_account_id, credit_account_id, "
-    "amount_minutes, status, operator, memo, created_at, expires_at, resolved_at, "
-    "resolution_key, resolved_by, resolution_memo) "
-)
+def _insert_holds(conn: Connection, select_list: str, values: dict[str, Any]) -> None:
+    """Insert :n holds, one a row of ``select_list`` (the columns below, over g.n and
+    ``{at}``, the instant :t0 plus n seconds)."""
+    with_, source, at = _series(conn.engine)
+    conn.execute(
+        text(
+            f"{with_}INSERT INTO tb_holds (idempotency_key, code, debit_account_id, "
+            "credit_account_id, amount_minutes, status, operator, memo, created_at, expires_at, "
+            "resolved_at, resolution_key, resolved_by, resolution_memo) "
+            f"SELECT {select_list.format(at=at)} FROM {source}"
+        ),
+        values,
+    )
 
 
 def add_history(engine: Engine, station_id: int, member_id: int, first: int, count: int) -> None:
@@ -89,18 +97,15 @@ def add_history(engine: Engine, station_id: int, member_id: int, first: int, cou
     from ``first``."""
     if count <= 0:
         return
-    with_, source, at = _series(engine)
-    statement = text(
-        f"{with_}{_HOLD_COLUMNS}"
-        "SELECT 'old' || (g.n + :first), 'booking', "
-        "CASE WHEN g.n % 2 = 0 THEN :station ELSE :member END, "
-        "CASE WHEN g.n % 2 = 0 THEN :member ELSE :station END, 10, 'voided', 'bench', '', "
-        f"{at}, {at}, {at}, 'old-void' || (g.n + :first), 'bench', '' FROM {source}"
-    )
     values = {"n": count, "first": first, "t0": _stored(engine, T0), "station": station_id,
               "member": member_id}
     with engine.begin() as conn:
-        conn.execute(statement, values)
+        _insert_holds(conn, (
+            "'old' || (g.n + :first), 'booking', "
+            "CASE WHEN g.n % 2 = 0 THEN :station ELSE :member END, "
+            "CASE WHEN g.n % 2 = 0 THEN :member ELSE :station END, 10, 'voided', 'bench', '', "
+            "{at}, {at}, {at}, 'old-void' || (g.n + :first), 'bench', ''"
+        ), values)
     analyze(engine)
 
 
@@ -111,12 +116,6 @@ def add_pending(engine: Engine, debit_id: int, credit_id: int, first: int, count
     kept as the library keeps them."""
     if count <= 0:
         return
-    with_, source, at = _series(engine)
-    statement = text(
-        f"{with_}{_HOLD_COLUMNS}"
-        "SELECT 'live' || (g.n + :first), 'booking', :debit, :credit, 1, 'pending', 'bench', "
-        f"'', :created, {at}, NULL, NULL, NULL, NULL FROM {source}"
-    )
     soon = datetime.now(UTC) + timedelta(hours=1, seconds=first)
     values = {"n": count, "first": first, "t0": _stored(engine, soon),
               "created": _stored(engine, T0),
@@ -127,7 +126,10 @@ def add_pending(engine: Engine, debit_id: int, credit_id: int, first: int, count
         .scalar_subquery()
     )
     with engine.begin() as conn:
-        conn.execute(statement, values)
+        _insert_holds(conn, (
+            "'live' || (g.n + :first), 'booking', :debit, :credit, 1, 'pending', 'bench', "
+            "'', :created, {at}, NULL, NULL, NULL, NULL"
+        ), values)
         conn.execute(accounts.update().where(accounts.c.id == debit_id).values(
             held_out_minutes=accounts.c.held_out_minutes + count, version=accounts.c.version + 1,
             next_hold_expiry_at=soonest))

@@ -240,19 +240,26 @@ def test_bulk_and_rows_agree_on_postgres(fresh_db_url_factory: Callable[[str], s
         bulk_world.bank.dispose()
 
 
+def watch_batch_writes(
+    monkeypatch: pytest.MonkeyPatch, record: Callable[[_bulk_history._Batch], None]
+) -> None:
+    """Call ``record`` with each bulk batch just before it is written."""
+    write = _bulk_history._Batch.write
+
+    def watched(batch: _bulk_history._Batch) -> None:
+        record(batch)
+        write(batch)
+
+    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+
+
 def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(
     fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
     populate(world)
     seen: list[bool] = []
-    write = _bulk_history._Batch.write
-
-    def watched(batch: _bulk_history._Batch) -> None:
-        seen.append(gc.isenabled())
-        write(batch)
-
-    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+    watch_batch_writes(monkeypatch, lambda _batch: seen.append(gc.isenabled()))
     text = history(random.Random(7), world, 60, [])
     was = gc.isenabled()
     gc.enable()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from tests.bankworld import POLICY, build
 from tests.clocks import Clock
-from tests.test_bank_import_bulk import history, imported, populate
+from tests.test_bank_import_bulk import history, imported, populate, watch_batch_writes
 from timebank import Ledger, _entries
 from timebank._db import PLANNED_EACH_TIME_MIN, planned_each_time
 from timebank.bank import _bulk_history
@@ -119,14 +119,12 @@ def test_a_bulk_import_batch_is_planned_each_time(
     populate(world)
     seen: list[Any] = []
     drivers: list[Any] = []
-    write = _bulk_history._Batch.write
 
-    def watched(batch: _bulk_history._Batch) -> None:
+    def record(batch: _bulk_history._Batch) -> None:
         seen.append(_threshold(batch.conn))
         drivers.append(batch.conn.connection.driver_connection)
-        write(batch)
 
-    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+    watch_batch_writes(monkeypatch, record)
     try:
         report = imported(world.bank, history(random.Random(3), world, 40, []), "bulk", 10, True)
         assert report.batches_committed == report.batches == len(seen) == 4
