@@ -1,7 +1,6 @@
-"""The bulk history import on PostgreSQL against a plain COPY of the rows it writes (issue 10,
-part 2).
+"""The bulk history import against a plain write of the rows it writes (issue 10, part 2).
 
-    python benchmarks/bank_copy.py [--pg-url URL]
+    python benchmarks/bank_copy.py [--backend postgres|sqlite] [--pg-url URL]
 
 Two databases cloned from one set-up (bank_w.py's: W's stations, care homes, 10,000
 volunteers and their relations):
@@ -19,17 +18,32 @@ volunteers and their relations):
 
 The ratio is the import's rate over the plain COPY's, rows of W per second either way.
 Results go to benchmarks/results/bank-copy-postgres-<date>.md.
+
+With ``--backend sqlite`` (copies of a set-up SQLite file), the same comparison against a
+plain ``executemany`` of ``INSERT INTO t (columns) VALUES (?, ...)`` per table, on a sqlite3
+connection with the library's pragmas (WAL, synchronous NORMAL, its cache size), the rows read
+out beforehand with ``SELECT`` (untimed), in one transaction timed with its COMMIT: once with
+``foreign_keys = ON``, once with ``OFF``. SQLite checks CHECK, NOT NULL and UNIQUE always and
+fires triggers always, so foreign keys off is the nearest it has to no checks. The core
+ceiling's phase B (bank_w.py's) runs in the same run: each write's entries per second over
+the ceiling's. Results go to benchmarks/results/bank-copy-sqlite-<date>.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
+import re
+import shutil
+import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import URL, create_engine, make_url, text
 
@@ -38,9 +52,11 @@ REPO_ROOT = BENCHMARKS_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
 
-from bank_w import import_batches, template, timed_bank  # noqa: E402
+from bank_w import _core, import_batches, template, timed_bank  # noqa: E402
 from run_w import DEFAULT_PG_URL, machine_info, save_result  # noqa: E402
 from workload import generate  # noqa: E402
+
+from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
 
 #: In the order their foreign keys allow.
 TABLES = (
@@ -103,8 +119,11 @@ def write_in(url: URL, rows: dict[str, tuple[int, bytes]], *, replica: bool) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args(argv)
+    if args.backend == "sqlite":
+        return main_sqlite(args, argv)
     pg_url = make_url(args.pg_url)
     workload = generate()
     rows = workload.phase_b
@@ -155,6 +174,155 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     save_result("bank-copy-postgres", "\n".join(lines))
+    return 0
+
+
+# ---- SQLite ------------------------------------------------------------------------------
+
+#: A table's column names and its rows, as sqlite3 returns them.
+SqliteRows = tuple[list[str], list[tuple[Any, ...]]]
+
+
+def sqlite_path(url: URL) -> str:
+    assert url.database, url
+    return url.database
+
+
+def sqlite_read_out(url: URL) -> dict[str, SqliteRows]:
+    """Each table's columns and rows, in primary-key order (tb_postings has no rowid)."""
+    out: dict[str, SqliteRows] = {}
+    with closing(sqlite3.connect(sqlite_path(url))) as conn:
+        for table in TABLES:
+            info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+            columns = [str(row[1]) for row in info]
+            key = [str(row[1]) for row in sorted(info, key=lambda r: int(r[5])) if row[5]]
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} "
+                                f"ORDER BY {', '.join(key or ['rowid'])}").fetchall()
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            assert count == len(rows), (table, count, len(rows))
+            out[table] = (columns, rows)
+    return out
+
+
+def sqlite_triggers(url: URL) -> list[tuple[str, str, str]]:
+    """The triggers on TABLES: name, table, and the event (INSERT, UPDATE, DELETE)."""
+    with closing(sqlite3.connect(sqlite_path(url))) as conn:
+        found = conn.execute("SELECT name, tbl_name, sql FROM sqlite_master "
+                             "WHERE type = 'trigger' ORDER BY tbl_name, name").fetchall()
+    event = re.compile(r"\bTRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+"
+                       r"(?:(?:BEFORE|AFTER|INSTEAD\s+OF)\s+)?(INSERT|UPDATE|DELETE)\b",
+                       re.IGNORECASE)
+    triggers = []
+    for name, table, sql in found:
+        if table in TABLES:
+            match = event.search(sql)
+            triggers.append((str(name), str(table), match.group(1).upper() if match else "?"))
+    return triggers
+
+
+def sqlite_write_in(url: URL, rows: dict[str, SqliteRows], *, foreign_keys: bool) -> float:
+    """executemany the rows into the same tables in one transaction, on a sqlite3 connection
+    with the library's pragmas; the seconds it took, COMMIT included."""
+    with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
+        for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+                       f"foreign_keys = {'ON' if foreign_keys else 'OFF'}",
+                       "journal_mode = WAL", "synchronous = NORMAL",
+                       f"cache_size = -{SQLITE_CACHE_KIB}"):
+            conn.execute(f"PRAGMA {pragma}")
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == int(foreign_keys)
+        gc.collect()
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            columns, data = rows[table]
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                             f"VALUES ({', '.join('?' * len(columns))})", data)
+        conn.execute("COMMIT")
+        return time.perf_counter() - started
+
+
+def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    pg_url = make_url(args.pg_url)
+    workload = generate()
+    rows = workload.phase_b
+    directory = Path(tempfile.mkdtemp(prefix="tbcopy-"))
+    try:
+        ceiling = _core("ceiling", "sqlite", args, workload, directory)
+        with template("sqlite", pg_url, directory, workload) as (setup, copy):
+            imported_url = copy("copy_import")
+            print("import (timed)", flush=True)
+            seconds, accepted, refused, bank = timed_bank(
+                imported_url, lambda b: import_batches(b, rows, setup, "bulk"))
+            bank.dispose()
+            print("reading the written rows out (untimed)", flush=True)
+            written = sqlite_read_out(imported_url)
+            triggers = sqlite_triggers(imported_url)
+            plain = {}
+            for foreign_keys in (True, False):
+                target = copy(f"copy_plain_{int(foreign_keys)}")
+                print(f"plain executemany, foreign_keys={foreign_keys} (timed)", flush=True)
+                plain[foreign_keys] = sqlite_write_in(target, written, foreign_keys=foreign_keys)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    counts = {table: len(data) for table, (_, data) in written.items()}
+    total_rows = sum(counts.values())
+    entries = counts["tb_entries"]
+    rate = len(rows) / seconds
+    lines = [
+        "# Bulk import against plain executemany: sqlite",
+        "",
+        f"Command: `python benchmarks/bank_copy.py {' '.join(argv)}`".rstrip(),
+        "",
+        "| run | s | W rows/s | import ÷ this |",
+        "|---|--:|--:|--:|",
+        f"| import_history(method='bulk'), 100 transactions of 1,000 rows | {seconds:.2f} "
+        f"| {rate:,.0f} | 1.000 |",
+    ]
+    for foreign_keys, label in (
+        (True, "foreign_keys = ON: every constraint checked"),
+        (False, "foreign_keys = OFF: no foreign-key checks (CHECK, NOT NULL, UNIQUE still "
+                "checked)"),
+    ):
+        plain_rate = len(rows) / plain[foreign_keys]
+        lines.append(f"| plain executemany of the same rows, one transaction, {label} "
+                     f"| {plain[foreign_keys]:.2f} | {plain_rate:,.0f} "
+                     f"| {rate / plain_rate:.3f} |")
+    on_insert = [name for name, _, event in triggers if event == "INSERT"]
+    events = sorted({event for _, _, event in triggers})
+    lines += [
+        "",
+        f"- Against the core ceiling's phase B run in this run ({ceiling.b_count:,} entries "
+        f"in {ceiling.b_seconds:.2f} s, {ceiling.b_rate:,.0f} entries/s; 100 transactions, "
+        "no checks), entries/s ÷ ceiling: "
+        f"import {entries / seconds / ceiling.b_rate:.3f}, "
+        f"plain executemany with foreign keys {entries / plain[True] / ceiling.b_rate:.3f}, "
+        f"without {entries / plain[False] / ceiling.b_rate:.3f} "
+        f"(entries: the {entries:,} rows of tb_entries written).",
+        "- The plain writes: `INSERT INTO t (columns) VALUES (?, ...)` through sqlite3's "
+        "executemany, table by table in foreign-key order, between BEGIN IMMEDIATE and COMMIT "
+        "(timed with the COMMIT), on a sqlite3 connection with the library's pragmas "
+        f"(journal_mode WAL, synchronous NORMAL, cache_size -{SQLITE_CACHE_KIB}).",
+        "- SQLite has no replica role: foreign_keys = OFF is the nearest it has to writing "
+        "with no checks; CHECK, NOT NULL, UNIQUE and primary keys are checked either way, and "
+        "triggers fire either way. Triggers on these tables: "
+        + (f"{len(triggers)} ({', '.join(name for name, _, _ in triggers)}), on "
+           f"{' and '.join(events)}; "
+           + (f"on INSERT: {', '.join(on_insert)}, which fire in both plain writes."
+              if on_insert else "none on INSERT, so none fires in these writes.")
+           if triggers else "none."),
+        f"- The import accepted {accepted:,} of {len(rows):,} rows of W and refused "
+        f"{sum(refused.values()):,} ({', '.join(f'{n:,} {r}' for r, n in refused.items())}).",
+        f"- It wrote {total_rows:,} rows: "
+        + ", ".join(f"{t} {counts[t]:,}" for t in TABLES)
+        + "; the plain executemany writes exactly these, and updates no balance.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in machine_info("sqlite", pg_url).items()),
+        "",
+    ]
+    # --pg-url is the only other argument (unused here): any other value makes a trial.
+    save_result("bank-copy-sqlite", "\n".join(lines), trial=args.pg_url != DEFAULT_PG_URL)
     return 0
 
 

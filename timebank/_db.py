@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import weakref
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     exc,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.sql.sqltypes import NullType
 
 #: Milliseconds an SQLite writer waits for the file lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -92,6 +95,14 @@ def in_values(conn: Connection, column: Any, values: list[Any]) -> Any:
     there are, and probes an index for a few where it would scan a table for many."""
     name = conn.dialect.name
     if name == "postgresql":
+        literal = pg_array_literal(values)
+        if literal is not None:
+            # Untyped: psycopg sends a str as "unknown", so the server reads the parameter
+            # as the array itself. Typed as text it stays a cast of text the planner does
+            # not fold, evaluated again for every row a filter compares (7 times the
+            # server time of a bulk import, in a trial).
+            array = cast(bindparam(None, literal, type_=NullType()), postgresql.ARRAY(column.type))
+            return column == any_(array)
         return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
     if name == "sqlite":
         listed: Any = select(literal_column("value")).select_from(
@@ -99,6 +110,26 @@ def in_values(conn: Connection, column: Any, values: list[Any]) -> Any:
         )
         return column.in_(listed)
     return column.in_(values)
+
+
+def pg_array_literal(values: list[Any]) -> str | None:
+    """``values`` as the text of a PostgreSQL array (``{1,2,3}``, ``{"a","b"}``) when they
+    are all integers or all strings; None otherwise.
+
+    The server reads the text in C; psycopg dumps a list element by element in Python, 0.46
+    ms for a thousand as text and 0.12 ms in binary, against 0.08 ms to join them here
+    (measured on this project's machine), and a bulk batch sends a dozen such lists."""
+    if all(type(v) is int for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    if all(type(v) is str for v in values):
+        # Every element quoted, a backslash and a double quote escaped: array_in reads
+        # anything else in quotes as it is (commas, braces, spaces, the word NULL).
+        quoted = ['"' + _ARRAY_ESCAPES.sub(r"\\\g<0>", v) + '"' for v in values]
+        return "{" + ",".join(quoted) + "}"
+    return None
+
+
+_ARRAY_ESCAPES = re.compile(r'[\\"]')
 
 
 def in_listed(conn: Connection, column: Any, query: Any) -> Any:
