@@ -32,7 +32,6 @@ the ceiling's. Results go to benchmarks/results/bank-copy-sqlite-<date>.md.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import re
 import shutil
@@ -40,10 +39,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import URL, create_engine, make_url, text
 
@@ -53,10 +54,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
 
 from bank_w import _core, import_batches, template, timed_bank  # noqa: E402
-from run_w import DEFAULT_PG_URL, machine_info, save_result  # noqa: E402
-from workload import generate  # noqa: E402
+from run_w import DEFAULT_PG_URL, Backend, machine_info, save_result  # noqa: E402
+from workload import Workload, generate  # noqa: E402
 
 from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
+
+Written = TypeVar("Written")
 
 #: In the order their foreign keys allow.
 TABLES = (
@@ -116,6 +119,39 @@ def write_in(url: URL, rows: dict[str, tuple[int, bytes]], *, replica: bool) -> 
         engine.dispose()
 
 
+@dataclass
+class Compared(Generic[Written]):
+    """The import's run and the plain writes of what it wrote, each with checks and without."""
+
+    seconds: float
+    accepted: int
+    refused: Counter[str]
+    written: Written
+    plain: dict[bool, float]  # checked -> seconds
+
+
+def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, *,
+            read: Callable[[URL], Written],
+            write: Callable[[URL, Written, bool], float]) -> Compared[Written]:
+    """The timed import into one copy of the set-up; what it wrote read out (untimed), then
+    written plainly into two fresh copies, with the database's checks and without."""
+    rows = workload.phase_b
+    with template(backend, pg_url, directory, workload) as (setup, copy):
+        imported_url = copy("copy_import")
+        print("import (timed)", flush=True)
+        seconds, accepted, refused, bank = timed_bank(
+            imported_url, lambda b: import_batches(b, rows, setup, "bulk"))
+        bank.dispose()
+        print("reading the written rows out (untimed)", flush=True)
+        written = read(imported_url)
+        plain = {}
+        for checked in (True, False):
+            target = copy(f"copy_plain_{int(checked)}")
+            print(f"plain write, checks={checked} (timed)", flush=True)
+            plain[checked] = write(target, written, checked)
+    return Compared(seconds, accepted, refused, written, plain)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,19 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg_url = make_url(args.pg_url)
     workload = generate()
     rows = workload.phase_b
-    with template("postgres", pg_url, Path(tempfile.mkdtemp()), workload) as (setup, copy):
-        imported_url = copy("copy_import")
-        print("import (timed)", flush=True)
-        seconds, accepted, refused, bank = timed_bank(
-            imported_url, lambda b: import_batches(b, rows, setup, "bulk"))
-        bank.dispose()
-        print("reading the written rows out (untimed)", flush=True)
-        written = read_out(imported_url)
-        plain = {}
-        for replica in (False, True):
-            target = copy(f"copy_plain_{int(replica)}")
-            print(f"plain COPY, replica={replica} (timed)", flush=True)
-            plain[replica] = write_in(target, written, replica=replica)
+    run = compare("postgres", pg_url, Path(tempfile.mkdtemp()), workload, read=read_out,
+                  write=lambda url, written, checked: write_in(url, written, replica=not checked))
+    seconds, accepted, refused, written = run.seconds, run.accepted, run.refused, run.written
+    plain = {not checked: s for checked, s in run.plain.items()}  # replica -> seconds
     total_rows = sum(count for count, _ in written.values())
     megabytes = sum(len(data) for _, data in written.values()) / 1e6
     rate = len(rows) / seconds
@@ -230,7 +257,6 @@ def sqlite_write_in(url: URL, rows: dict[str, SqliteRows], *, foreign_keys: bool
                        f"cache_size = -{SQLITE_CACHE_KIB}"):
             conn.execute(f"PRAGMA {pragma}")
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == int(foreign_keys)
-        gc.collect()
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         for table in TABLES:
@@ -248,22 +274,14 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
     directory = Path(tempfile.mkdtemp(prefix="tbcopy-"))
     try:
         ceiling = _core("ceiling", "sqlite", args, workload, directory)
-        with template("sqlite", pg_url, directory, workload) as (setup, copy):
-            imported_url = copy("copy_import")
-            print("import (timed)", flush=True)
-            seconds, accepted, refused, bank = timed_bank(
-                imported_url, lambda b: import_batches(b, rows, setup, "bulk"))
-            bank.dispose()
-            print("reading the written rows out (untimed)", flush=True)
-            written = sqlite_read_out(imported_url)
-            triggers = sqlite_triggers(imported_url)
-            plain = {}
-            for foreign_keys in (True, False):
-                target = copy(f"copy_plain_{int(foreign_keys)}")
-                print(f"plain executemany, foreign_keys={foreign_keys} (timed)", flush=True)
-                plain[foreign_keys] = sqlite_write_in(target, written, foreign_keys=foreign_keys)
+        run = compare(
+            "sqlite", pg_url, directory, workload,
+            read=lambda url: (sqlite_read_out(url), sqlite_triggers(url)),
+            write=lambda url, read, checked: sqlite_write_in(url, read[0], foreign_keys=checked))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    seconds, accepted, refused, plain = run.seconds, run.accepted, run.refused, run.plain
+    written, triggers = run.written
     counts = {table: len(data) for table, (_, data) in written.items()}
     total_rows = sum(counts.values())
     entries = counts["tb_entries"]
