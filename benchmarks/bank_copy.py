@@ -152,6 +152,20 @@ def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, 
     return Compared(seconds, accepted, refused, written, plain)
 
 
+def report_head(title: str, argv: Sequence[str], seconds: float, rate: float) -> list[str]:
+    """The report's title, command, and the table's head with the import's row."""
+    return [
+        title,
+        "",
+        f"Command: `python benchmarks/bank_copy.py {' '.join(argv)}`".rstrip(),
+        "",
+        "| run | s | W rows/s | import ÷ this |",
+        "|---|--:|--:|--:|",
+        f"| import_history(method='bulk'), 100 transactions of 1,000 rows | {seconds:.2f} "
+        f"| {rate:,.0f} | 1.000 |",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,16 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_rows = sum(count for count, _ in written.values())
     megabytes = sum(len(data) for _, data in written.values()) / 1e6
     rate = len(rows) / seconds
-    lines = [
-        "# Bulk import against plain COPY: postgres",
-        "",
-        f"Command: `python benchmarks/bank_copy.py {' '.join(argv)}`".rstrip(),
-        "",
-        "| run | s | W rows/s | import ÷ this |",
-        "|---|--:|--:|--:|",
-        f"| import_history(method='bulk'), 100 transactions of 1,000 rows | {seconds:.2f} "
-        f"| {rate:,.0f} | 1.000 |",
-    ]
+    lines = report_head("# Bulk import against plain COPY: postgres", argv, seconds, rate)
     for replica, label in ((False, "constraints and triggers on"),
                            (True, "replica role: no triggers, no foreign keys")):
         plain_rate = len(rows) / plain[replica]
@@ -286,16 +291,7 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
     total_rows = sum(counts.values())
     entries = counts["tb_entries"]
     rate = len(rows) / seconds
-    lines = [
-        "# Bulk import against plain executemany: sqlite",
-        "",
-        f"Command: `python benchmarks/bank_copy.py {' '.join(argv)}`".rstrip(),
-        "",
-        "| run | s | W rows/s | import ÷ this |",
-        "|---|--:|--:|--:|",
-        f"| import_history(method='bulk'), 100 transactions of 1,000 rows | {seconds:.2f} "
-        f"| {rate:,.0f} | 1.000 |",
-    ]
+    lines = report_head("# Bulk import against plain executemany: sqlite", argv, seconds, rate)
     for foreign_keys, label in (
         (True, "foreign_keys = ON: every constraint checked"),
         (False, "foreign_keys = OFF: no foreign-key checks (CHECK, NOT NULL, UNIQUE still "
