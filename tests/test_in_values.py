@@ -4,8 +4,8 @@ planned as the constant array it is.
 On PostgreSQL a list of integers travels as the text of an array, which the server reads in
 C (psycopg dumps such a list element by element in Python). Sent typed as text, the cast to
 an array stayed in the plan unfolded and was evaluated again for every row a filter
-compared: a bulk import's server time went up seven times in a trial. The plan test below
-fails on that form; the parameter test fails if the list goes as a list again."""
+compared: a bulk import's server time went up seven times in a trial. The PostgreSQL test
+below fails on that form (its plan), and if the list goes as a list again (its parameter)."""
 
 from __future__ import annotations
 
