@@ -366,7 +366,8 @@ class _Batch:
         self.accounts: dict[int, _Account] = {}
         self._read_accounts(ids)
 
-    def _read_accounts(self, ids: Iterable[int]) -> None:
+    def _read_accounts(self, ids: Iterable[int | None]) -> None:
+        # None: an institution's issue account (it issues nothing); _chunks leaves it out.
         cols = accounts.c
         for chunk in self._chunks(i for i in ids if i not in self.accounts):
             for r in self.conn.execute(
