@@ -16,11 +16,18 @@ volunteers and their relations):
    the tables' constraints and triggers as they are, and with none
    (``session_replication_role = replica``: no foreign-key checks, no triggers).
 
+3. ``staged``: the same rows put into staging tables of the same columns beforehand
+   (untimed), then ``INSERT INTO t SELECT * FROM staging`` table by table, constraints and
+   triggers on, one transaction: the floor of an import that makes its rows in the database
+   with set-based SQL (issue 10's design; see set_based_spike.py), which never formats them
+   in Python.
+
 The ratio is the import's rate over the plain COPY's, rows of W per second either way.
 Results go to benchmarks/results/bank-copy-postgres-<date>.md.
 
 With ``--backend sqlite`` (copies of a set-up SQLite file), the same comparison against a
-plain ``executemany`` of ``INSERT INTO t (columns) VALUES (?, ...)`` per table, on a sqlite3
+plain ``executemany`` of ``INSERT INTO t (columns) VALUES (?, ...)`` per table (and the same
+``INSERT ... SELECT`` from staging tables, here temporary ones), on a sqlite3
 connection with the library's pragmas (WAL, synchronous NORMAL, its cache size), the rows read
 out beforehand with ``SELECT`` (untimed), in one transaction timed with its COMMIT: once with
 ``foreign_keys = ON``, once with ``OFF``. SQLite checks CHECK, NOT NULL and UNIQUE always and
@@ -119,6 +126,31 @@ def write_in(url: URL, rows: dict[str, tuple[int, bytes]], *, replica: bool) -> 
         engine.dispose()
 
 
+def staged_in(url: URL, rows: dict[str, tuple[int, bytes]]) -> float:
+    """COPY the rows into unlogged staging tables (untimed), then INSERT ... SELECT them
+    into the same tables in one transaction; the seconds that took."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            with conn.begin():
+                for table in TABLES:
+                    conn.execute(text(f"CREATE UNLOGGED TABLE stage_{table} (LIKE {table})"))
+                    with driver.cursor() as cursor, cursor.copy(
+                        f"COPY stage_{table} FROM STDIN"
+                    ) as copy:
+                        copy.write(rows[table][1])
+                    conn.execute(text(f"ANALYZE stage_{table}"))
+            started = time.perf_counter()
+            with conn.begin():
+                for table in TABLES:
+                    conn.execute(text(f"INSERT INTO {table} SELECT * FROM stage_{table}"))
+            return time.perf_counter() - started
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class Compared(Generic[Written]):
     """The import's run and the plain writes of what it wrote, each with checks and without."""
@@ -128,11 +160,13 @@ class Compared(Generic[Written]):
     refused: Counter[str]
     written: Written
     plain: dict[bool, float]  # checked -> seconds
+    staged: float  # INSERT ... SELECT from staging tables, constraints on
 
 
 def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, *,
             read: Callable[[URL], Written],
-            write: Callable[[URL, Written, bool], float]) -> Compared[Written]:
+            write: Callable[[URL, Written, bool], float],
+            stage: Callable[[URL, Written], float]) -> Compared[Written]:
     """The timed import into one copy of the set-up; what it wrote read out (untimed), then
     written plainly into two fresh copies, with the database's checks and without."""
     rows = workload.phase_b
@@ -149,7 +183,9 @@ def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, 
             target = copy(f"copy_plain_{int(checked)}")
             print(f"plain write, checks={checked} (timed)", flush=True)
             plain[checked] = write(target, written, checked)
-    return Compared(seconds, accepted, refused, written, plain)
+        print("INSERT ... SELECT from staging tables (timed)", flush=True)
+        staged = stage(copy("copy_staged"), written)
+    return Compared(seconds, accepted, refused, written, plain, staged)
 
 
 def report_head(title: str, argv: Sequence[str], seconds: float, rate: float) -> list[str]:
@@ -178,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload = generate()
     rows = workload.phase_b
     run = compare("postgres", pg_url, Path(tempfile.mkdtemp()), workload, read=read_out,
-                  write=lambda url, written, checked: write_in(url, written, replica=not checked))
+                  write=lambda url, written, checked: write_in(url, written, replica=not checked),
+                  stage=staged_in)
     seconds, accepted, refused, written = run.seconds, run.accepted, run.refused, run.written
     plain = {not checked: s for checked, s in run.plain.items()}  # replica -> seconds
     total_rows = sum(count for count, _ in written.values())
@@ -190,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         plain_rate = len(rows) / plain[replica]
         lines.append(f"| plain COPY of the same rows, one transaction, {label} "
                      f"| {plain[replica]:.2f} | {plain_rate:,.0f} | {rate / plain_rate:.3f} |")
+    staged_rate = len(rows) / run.staged
+    lines.append("| INSERT ... SELECT of the same rows from staging tables, one transaction, "
+                 f"constraints and triggers on | {run.staged:.2f} | {staged_rate:,.0f} "
+                 f"| {rate / staged_rate:.3f} |")
     lines += [
         "",
         "- The import's time leaves out the ANALYZE run (untimed) whenever its entries had "
@@ -272,6 +313,31 @@ def sqlite_write_in(url: URL, rows: dict[str, SqliteRows], *, foreign_keys: bool
         return time.perf_counter() - started
 
 
+def sqlite_staged_in(url: URL, rows: dict[str, SqliteRows]) -> float:
+    """The rows into temporary staging tables (untimed), then INSERT ... SELECT into the same
+    tables in one transaction, foreign keys on, with the library's pragmas; the seconds that
+    took, COMMIT included."""
+    with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
+        for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys = ON",
+                       "journal_mode = WAL", "synchronous = NORMAL",
+                       f"cache_size = -{SQLITE_CACHE_KIB}"):
+            conn.execute(f"PRAGMA {pragma}")
+        for table in TABLES:
+            columns, data = rows[table]
+            names = ", ".join(columns)
+            conn.execute(f"CREATE TEMP TABLE stage_{table} AS SELECT {names} FROM {table} "
+                         "WHERE 0")
+            conn.executemany(f"INSERT INTO stage_{table} ({names}) "
+                             f"VALUES ({', '.join('?' * len(columns))})", data)
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            names = ", ".join(rows[table][0])
+            conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table}")
+        conn.execute("COMMIT")
+        return time.perf_counter() - started
+
+
 def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pg_url = make_url(args.pg_url)
     workload = generate()
@@ -282,7 +348,8 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         run = compare(
             "sqlite", pg_url, directory, workload,
             read=lambda url: (sqlite_read_out(url), sqlite_triggers(url)),
-            write=lambda url, read, checked: sqlite_write_in(url, read[0], foreign_keys=checked))
+            write=lambda url, read, checked: sqlite_write_in(url, read[0], foreign_keys=checked),
+            stage=lambda url, read: sqlite_staged_in(url, read[0]))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     seconds, accepted, refused, plain = run.seconds, run.accepted, run.refused, run.plain
@@ -301,6 +368,10 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         lines.append(f"| plain executemany of the same rows, one transaction, {label} "
                      f"| {plain[foreign_keys]:.2f} | {plain_rate:,.0f} "
                      f"| {rate / plain_rate:.3f} |")
+    staged_rate = len(rows) / run.staged
+    lines.append("| INSERT ... SELECT of the same rows from temporary staging tables, one "
+                 f"transaction, foreign_keys = ON | {run.staged:.2f} | {staged_rate:,.0f} "
+                 f"| {rate / staged_rate:.3f} |")
     on_insert = [name for name, _, event in triggers if event == "INSERT"]
     events = sorted({event for _, _, event in triggers})
     lines += [
@@ -310,7 +381,8 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "no checks), entries/s ÷ ceiling: "
         f"import {entries / seconds / ceiling.b_rate:.3f}, "
         f"plain executemany with foreign keys {entries / plain[True] / ceiling.b_rate:.3f}, "
-        f"without {entries / plain[False] / ceiling.b_rate:.3f} "
+        f"without {entries / plain[False] / ceiling.b_rate:.3f}, "
+        f"INSERT ... SELECT from staging {entries / run.staged / ceiling.b_rate:.3f} "
         f"(entries: the {entries:,} rows of tb_entries written).",
         "- The plain writes: `INSERT INTO t (columns) VALUES (?, ...)` through sqlite3's "
         "executemany, table by table in foreign-key order, between BEGIN IMMEDIATE and COMMIT "
