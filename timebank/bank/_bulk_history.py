@@ -12,9 +12,12 @@ under its locks, and on PostgreSQL the database checks that every entry balances
 services, confirmations, lots, lot uses, redemptions and gifts, each as one many-row
 statement (``COPY`` on PostgreSQL).
 
-Why not staging tables and set-based SQL: consumption is first in, first out over lots, and
-whether a redemption is refused depends on the rows accepted before it; both are sequential
-by nature, and a pass over the batch in memory decides them in microseconds a row.
+Why a pass in memory rather than staging tables and set-based SQL: it calls the row engine's
+own rule functions and builds its errors, so the two engines cannot drift apart. The rules
+that look sequential (first in, first out over lots; refusals that depend on the rows
+accepted before them) do not rule set-based SQL out: ``benchmarks/set_based_spike.py``
+decides them in a few rounds a batch, exactly as this engine does on W, and BENCHMARKS.md
+estimates what such an import would gain (issue 10's design, not built).
 
 Ids that rows refer to (services: the key of their deposit entry; lots: their uses and the
 lots a gift makes from them) are reserved up front, so it runs where ids can be reserved:
