@@ -132,13 +132,13 @@ def institution(code: str) -> str:
     return f"i{code[1:]}"
 
 
-def build(url: str, workload: Workload) -> Setup:
-    """The programme, its sites, members and relations (untimed)."""
+def build(url: str, workload: Workload, policy: Policy = POLICY) -> Setup:
+    """The programme (under ``policy``), its sites, members and relations (untimed)."""
     ledger = Ledger.open(url)
     bank = TimeBank(ledger, identity_secrets={PROGRAMME: SECRET})
     setup = Setup()
     try:
-        bank.create_programme(PROGRAMME, "Workload W", policy=POLICY, root_region="w",
+        bank.create_programme(PROGRAMME, "Workload W", policy=policy, root_region="w",
                               root_region_name="W", administrator=OPERATOR,
                               administrator_name="Benchmark administrator")
         for n in range(20):
@@ -170,12 +170,12 @@ def build(url: str, workload: Workload) -> Setup:
 
 
 @contextmanager
-def template(backend: Backend, pg_url: URL, directory: Path, workload: Workload
-             ) -> Iterator[tuple[Setup, Callable[[str], URL]]]:
+def template(backend: Backend, pg_url: URL, directory: Path, workload: Workload,
+             policy: Policy = POLICY) -> Iterator[tuple[Setup, Callable[[str], URL]]]:
     """Build the set-up once; yield it and a function giving each contender its own copy."""
     if backend == "sqlite":
         path = directory / "template.db"
-        setup = build(f"sqlite:///{path}", workload)
+        setup = build(f"sqlite:///{path}", workload, policy)
 
         def copy(name: str) -> URL:
             target = directory / f"{name}.db"
@@ -190,7 +190,7 @@ def template(backend: Backend, pg_url: URL, directory: Path, workload: Workload
     try:
         _recreate(admin, source, None)
         setup = build(pg_url.set(database=source).render_as_string(hide_password=False),
-                      workload)
+                      workload, policy)
 
         def clone(name: str) -> URL:
             database = f"{PG_DATABASE_PREFIX}{name}"
@@ -234,6 +234,9 @@ def history_line(t: Transfer, setup: Setup) -> str:
 REASONS = (
     ("short of minutes", re.compile(r"minutes available, not the")),
     ("overlapping service", re.compile(r"already has service")),
+    # Under a policy with limits (set_based_spike.py's second scenario):
+    ("over the storage cap", re.compile(r"fit under its storage cap")),
+    ("over the yearly gift limit", re.compile(r"minutes a year allows")),
 )
 
 

@@ -1,40 +1,45 @@
 """Spike for issue 10: can the bulk import's sequential rules be decided by set-based SQL?
 
-    python benchmarks/set_based_spike.py --backend postgres|sqlite|both [--pg-url URL]
+    python benchmarks/set_based_spike.py --backend postgres|sqlite|both [--limits]
+        [--pg-url URL]
 
 The bulk engine (``timebank/bank/_bulk_history.py``) judges every row in Python because some
-of its rules look sequential: a service is refused when it overlaps a service of the same
-volunteer accepted before it; a redemption or gift is refused when the member holds fewer
-minutes than it takes, and a refused row does not count for the rows after it (gifts credit
-their receiver, so members depend on each other); and minutes are taken from lots first in,
-first out, a gift's pieces becoming the receiver's lots with the dates they were earned on.
+of its rules look sequential: whether a row is refused depends on the rows accepted before
+it (a service overlapping one accepted before it; a deposit over the storage cap; a gift past
+its giver's yearly limit, or one its receiver has no room for under the cap; a redemption or
+gift its member holds too few minutes for), members depend on each other through gifts,
+and minutes are taken from lots first in, first out, a gift's pieces becoming the receiver's
+lots with the dates they were earned on.
 
-This script decides exactly those three rules for W's 100,000 rows of phase B, batch by
-batch (1,000 rows, one transaction each), in SQL on the database, and checks every decision
-against a sequential reference in Python and against what the library's bulk import of the
-same rows wrote (which rows it refused, its lots, its lot uses):
+This script decides exactly those rules for W's 100,000 rows of phase B, batch by batch
+(1,000 rows, one transaction each), in SQL on the database, and checks every decision against
+a sequential reference in Python and against what the library's bulk import of the same rows
+under the same policy wrote (which rows it refused, how many for each reason, its lots, its
+lot uses). By default the policy is bank_w.py's, which has no cap and no gift limit; with
+``--limits`` it has both (a cap of 600 minutes, refused over it; 240 minutes a year to give),
+which W's rows run into thousands of times.
 
-- overlaps, first (they depend on services alone): a service overlapping a stored one is
-  refused; then, in rounds, one that overlaps no earlier service of the batch still
-  standing is accepted and one that overlaps an accepted one refused;
-- refusals: the other rows are assumed accepted; running balances (window sums) find each
-  member's first overdraft; an overdraft is final when nothing before it can still change (no
-  gift into the member from a giver whose own balance is still in doubt: a recursive query
-  follows the gifts); final ones are refused and the round runs again, until none is left;
-- lots: each member's events (a deposit's lot, a gift's lots arriving, minutes out) are taken
-  in rounds: in a round every member passes its next arrival, if its lots exist, then takes
-  its run of minutes out up to the following arrival from its open lots, matched by two
-  running sums (the lots' and what is taken): their overlaps are the lot uses; a gift's uses
-  become the receiver's lots.
+- Refusals, in rounds: every row still standing is checked against the rows before it still
+  standing (running sums: balances, what a giver has given that year), in the engine's
+  order of checks; a failing row is final when nothing before it can still change: no
+  failing row earlier touches its members, directly or through gifts between members (a
+  recursive query follows them, both ways: a receiver's room counts). Final ones are
+  refused, with their reason, and the round runs again until nothing fails.
+- Lots, in rounds: each member's events (a deposit's lot, a gift's lots arriving, minutes
+  out) are taken in order: in a round every member passes its next arrival, if its lots
+  exist, then takes its run of minutes out up to the following arrival from its open lots,
+  matched by two running sums (the lots' and what is taken): their overlaps are the lot
+  uses; a gift's uses become the receiver's lots.
 
 Only these rules: the spike trusts everything else W's rows satisfy (sites, permissions,
-service shapes, roles, eligibility, relations, caps, keys), writes only its own four tables
-(balances, services, lots, lot uses) and makes none of an import's other rows (entries,
-postings, recipients, confirmations, redemptions, gifts, clearing rows). It answers how many
-rounds the sequential part takes and how long, beside the library's bulk import of the same
-rows in the same run (all of the work, on its own copy of bank_w.py's set-up). Results go to
-benchmarks/results/set-based-spike-<backend>-<date>.md; the exit status is 1 if any decision
-differs.
+service shapes and credits, roles, eligibility, relations, keys and replays; a cap that
+diverts to a pool instead of refusing is not covered), writes only its own tables (balances,
+what members gave, services, lots, lot uses) and makes none of an import's other rows
+(entries, postings, recipients, confirmations, redemptions, gifts, clearing rows). It answers
+how many rounds the sequential part takes and how long, beside the library's bulk import of
+the same rows in the same run (all of the work, on its own copy of bank_w.py's set-up).
+Results go to benchmarks/results/set-based-spike[-limits]-<backend>-<date>.md; the exit
+status is 1 if any decision differs.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +74,11 @@ from run_w import DEFAULT_PG_URL, Backend, machine_info, save_result  # noqa: E4
 from workload import Workload, generate  # noqa: E402
 
 from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
+from timebank.bank import Policy  # noqa: E402
 
-#: (seq, kind, member, other, minutes, day, started, ended): kind d deposit (a service from
-#: minute ``started`` to ``ended`` of W), r redemption, g gift.
-Row = tuple[int, str, int, int | None, int, int, int | None, int | None]
+#: (seq, kind, member, other, minutes, day, year, started, ended): kind d deposit (a service
+#: from minute ``started`` to ``ended`` of W), r redemption, g gift.
+Row = tuple[int, str, int, int | None, int, int, int, int | None, int | None]
 #: (member, earned day, created by row, piece, minutes, remaining)
 Lot = tuple[int, int, int, int, int, int]
 
@@ -86,9 +93,11 @@ CREATE TABLE sp_use (seq int NOT NULL, lot bigint NOT NULL REFERENCES sp_lot,
     minutes int NOT NULL);
 CREATE TABLE sp_service (seq int PRIMARY KEY, volunteer int NOT NULL, started int NOT NULL,
     ended int NOT NULL);
+CREATE TABLE sp_given (member int NOT NULL, year int NOT NULL, minutes bigint NOT NULL,
+    PRIMARY KEY (member, year));
 CREATE TEMP TABLE stg (seq int PRIMARY KEY, kind char(1) NOT NULL, member int NOT NULL,
-    other int, minutes int NOT NULL, day int NOT NULL, started int, ended int,
-    refused boolean NOT NULL DEFAULT false, accepted boolean NOT NULL DEFAULT false);
+    other int, minutes int NOT NULL, day int NOT NULL, year int NOT NULL, started int,
+    ended int, refused boolean NOT NULL DEFAULT false, reason text);
 CREATE TEMP TABLE ev (member int NOT NULL, seq int NOT NULL, kind char(1) NOT NULL,
     minutes int NOT NULL, day int NOT NULL, PRIMARY KEY (member, seq));
 CREATE TEMP TABLE prog (member int PRIMARY KEY, p int NOT NULL, last int NOT NULL);
@@ -106,9 +115,11 @@ CREATE TABLE sp_use (seq INTEGER NOT NULL, lot INTEGER NOT NULL REFERENCES sp_lo
     minutes INTEGER NOT NULL);
 CREATE TABLE sp_service (seq INTEGER PRIMARY KEY, volunteer INTEGER NOT NULL,
     started INTEGER NOT NULL, ended INTEGER NOT NULL);
+CREATE TABLE sp_given (member INTEGER NOT NULL, year INTEGER NOT NULL,
+    minutes INTEGER NOT NULL, PRIMARY KEY (member, year));
 CREATE TEMP TABLE stg (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, member INTEGER NOT NULL,
-    other INTEGER, minutes INTEGER NOT NULL, day INTEGER NOT NULL, started INTEGER,
-    ended INTEGER, refused INTEGER NOT NULL DEFAULT 0, accepted INTEGER NOT NULL DEFAULT 0);
+    other INTEGER, minutes INTEGER NOT NULL, day INTEGER NOT NULL, year INTEGER NOT NULL,
+    started INTEGER, ended INTEGER, refused INTEGER NOT NULL DEFAULT 0, reason TEXT);
 CREATE TEMP TABLE ev (member INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
     minutes INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY (member, seq));
 CREATE TEMP TABLE prog (member INTEGER PRIMARY KEY, p INTEGER NOT NULL, last INTEGER NOT NULL);
@@ -120,35 +131,11 @@ CREATE TEMP TABLE seg_use (seq INTEGER NOT NULL, member INTEGER NOT NULL, lot IN
 _INDEXES = """
 CREATE INDEX sp_lot_open ON sp_lot (member, earned, created_seq, piece) WHERE remaining > 0;
 CREATE INDEX stg_gifts ON stg (member, seq) WHERE kind = 'g';
+CREATE INDEX stg_received ON stg (other, seq) WHERE kind = 'g';
 CREATE INDEX stg_services ON stg (member, seq) WHERE kind = 'd';
 CREATE INDEX sp_service_volunteer ON sp_service (volunteer, ended);
 """
 
-# Services first (whether one is accepted depends on services alone): one overlapping a
-# stored service is refused; then, in rounds, a service that overlaps no earlier service of
-# the batch still standing is accepted, and one that overlaps an accepted one refused.
-_OVERLAPS_STORED = """
-UPDATE stg SET refused = true
-WHERE kind = 'd' AND EXISTS (
-    SELECT 1 FROM sp_service v
-    WHERE v.volunteer = stg.member AND v.started < stg.ended AND v.ended > stg.started)
-"""
-_OVERLAP_ROUND = (
-    """
-    UPDATE stg SET accepted = true
-    WHERE kind = 'd' AND NOT refused AND NOT accepted AND NOT EXISTS (
-        SELECT 1 FROM stg e
-        WHERE e.kind = 'd' AND NOT e.refused AND e.member = stg.member AND e.seq < stg.seq
-          AND e.started < stg.ended AND e.ended > stg.started)
-    """,
-    """
-    UPDATE stg SET refused = true
-    WHERE kind = 'd' AND NOT refused AND NOT accepted AND EXISTS (
-        SELECT 1 FROM stg e
-        WHERE e.kind = 'd' AND e.accepted AND e.member = stg.member AND e.seq < stg.seq
-          AND e.started < stg.ended AND e.ended > stg.started)
-    """,
-)
 _SERVICES = """
 INSERT INTO sp_service (seq, volunteer, started, ended)
 SELECT seq, member, started, ended FROM stg WHERE kind = 'd' AND NOT refused
@@ -156,34 +143,92 @@ SELECT seq, member, started, ended FROM stg WHERE kind = 'd' AND NOT refused
 #: Emptied after every batch.
 _SCRATCH = ("stg", "ev", "prog", "done_gift", "seg_use")
 
-# One round of refusals: the overdrafts that nothing before them can change are refused.
-_REFUSAL_ROUND = """
+
+def _refusal_round(cap: int | None, gift_limit: int | None) -> str:
+    """One round of refusals. Every row still standing is checked against the rows before it
+    that still stand, in the engine's order of checks: a service overlapping a stored one or
+    an earlier one of the batch, then one over the storage cap (``cap``, refused); a gift past
+    its giver's yearly limit, then one the receiver has no room for under the cap; a
+    redemption or gift its member holds too few minutes for. A failing row is refused when
+    nothing before it can still change: no failing row earlier touches its members (the
+    member, and a gift's receiver) or reaches them through gifts between members."""
+
+    def limit(value: int | None) -> str:
+        return "NULL" if value is None else str(value)
+
+    def room(before: str) -> str:
+        return f"CASE WHEN {limit(cap)} > {before} THEN {limit(cap)} - {before} ELSE 0 END"
+
+    return f"""
 WITH RECURSIVE legs AS (
-    SELECT seq, member, CASE kind WHEN 'd' THEN minutes ELSE -minutes END AS delta,
-           kind <> 'd' AS debit
+    SELECT seq, member, CASE kind WHEN 'd' THEN minutes ELSE -minutes END AS delta
     FROM stg WHERE NOT refused
     UNION ALL
-    SELECT seq, other, minutes, false FROM stg WHERE kind = 'g' AND NOT refused
-), run AS (
-    SELECT l.seq, l.member, l.debit,
-           coalesce(b.minutes, 0) + sum(l.delta) OVER (
-               PARTITION BY l.member ORDER BY l.seq ROWS UNBOUNDED PRECEDING) AS after
+    SELECT seq, other, minutes FROM stg WHERE kind = 'g' AND NOT refused
+), run AS MATERIALIZED (
+    SELECT l.seq, l.member, coalesce(b.minutes, 0) + coalesce(sum(l.delta) OVER (
+               PARTITION BY l.member ORDER BY l.seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
     FROM legs l LEFT JOIN sp_balance b ON b.member = l.member
-), overdraft AS (
-    SELECT member, min(seq) AS seq FROM run WHERE debit AND after < 0 GROUP BY member
+), standing AS MATERIALIZED (
+    -- The rows still standing, a gift with what its giver has given that year before it.
+    SELECT s.seq, s.kind, s.member, s.other, s.minutes, s.started, s.ended,
+           CASE WHEN s.kind = 'g' THEN coalesce(g.minutes, 0) + coalesce(sum(s.minutes) OVER (
+               PARTITION BY s.member, s.year, s.kind ORDER BY s.seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END AS given_before
+    FROM stg s LEFT JOIN sp_given g ON s.kind = 'g' AND g.member = s.member AND g.year = s.year
+    WHERE NOT s.refused
+), failing AS MATERIALIZED (
+    SELECT s.seq, s.member, s.other, s.kind, CASE
+        WHEN s.kind = 'd' AND (
+            EXISTS (SELECT 1 FROM sp_service v WHERE v.volunteer = s.member
+                    AND v.started < s.ended AND v.ended > s.started)
+            OR EXISTS (SELECT 1 FROM stg e WHERE e.kind = 'd' AND NOT e.refused
+                       AND e.member = s.member AND e.seq < s.seq
+                       AND e.started < s.ended AND e.ended > s.started))
+            THEN 'overlapping service'
+        WHEN s.kind = 'd' AND {limit(cap)} IS NOT NULL AND s.minutes > {room("a.before")}
+            THEN 'over the storage cap'
+        WHEN s.kind = 'g' AND {limit(gift_limit)} IS NOT NULL
+             AND s.given_before + s.minutes > {limit(gift_limit)}
+            THEN 'over the yearly gift limit'
+        WHEN s.kind = 'g' AND {limit(cap)} IS NOT NULL AND s.minutes > {room("r.before")}
+            THEN 'over the storage cap'
+        WHEN s.kind <> 'd' AND a.before < s.minutes THEN 'short of minutes'
+    END AS reason
+    FROM standing s
+    JOIN run a ON a.seq = s.seq AND a.member = s.member
+    LEFT JOIN run r ON s.kind = 'g' AND r.seq = s.seq AND r.member = s.other
+), touched AS MATERIALIZED (
+    SELECT seq, member FROM failing WHERE reason IS NOT NULL
+    UNION ALL
+    SELECT seq, other FROM failing WHERE reason IS NOT NULL AND kind = 'g'
 ), doubt(member, seq) AS (
-    -- From its first overdraft on, a member's balance is in doubt, and so is the balance
-    -- of whoever it gives to from then on.
-    SELECT member, seq FROM overdraft
+    -- From a failing row on, its members' minutes are in doubt, and so are those of whoever
+    -- exchanges a gift with them from then on (either way: a receiver's room counts).
+    SELECT member, min(seq) FROM touched GROUP BY member
     UNION
-    SELECT s.other, s.seq FROM doubt d
-    JOIN stg s ON s.kind = 'g' AND NOT s.refused AND s.member = d.member AND s.seq >= d.seq
-), first_doubt AS (
+    SELECT CASE WHEN s.member = d.member THEN s.other ELSE s.member END, s.seq
+    FROM doubt d
+    JOIN stg s ON s.kind = 'g' AND NOT s.refused AND s.seq >= d.seq
+              AND (s.member = d.member OR s.other = d.member)
+), first_doubt AS MATERIALIZED (
     SELECT member, min(seq) AS seq FROM doubt GROUP BY member
+), settled AS (
+    -- Failing rows none of whose members is in doubt before them.
+    SELECT t.seq FROM touched t JOIN first_doubt d ON d.member = t.member
+    GROUP BY t.seq HAVING max(CASE WHEN d.seq < t.seq THEN 1 ELSE 0 END) = 0
 )
-UPDATE stg SET refused = true
-WHERE seq IN (SELECT o.seq FROM overdraft o
-              JOIN first_doubt f ON f.member = o.member AND f.seq = o.seq)
+UPDATE stg SET refused = true, reason = f.reason
+FROM (SELECT x.seq, x.reason FROM failing x JOIN settled USING (seq)) AS f
+WHERE stg.seq = f.seq
+"""
+
+
+_GIVEN = """
+INSERT INTO sp_given (member, year, minutes)
+SELECT member, year, sum(minutes) FROM stg WHERE kind = 'g' AND NOT refused GROUP BY member, year
+ON CONFLICT (member, year) DO UPDATE SET minutes = sp_given.minutes + excluded.minutes
 """
 _BALANCES = """
 INSERT INTO sp_balance (member, minutes)
@@ -205,7 +250,12 @@ _EVENTS = (
     UNION ALL
     SELECT other, seq, 'i', minutes, day FROM stg WHERE kind = 'g' AND NOT refused
     """,
-    "INSERT INTO prog (member, p, last) SELECT member, -1, max(seq) FROM ev GROUP BY member",
+    # A member's progress: the last row of the batch it has passed (none yet: the row
+    # before the batch's first).
+    """
+    INSERT INTO prog (member, p, last)
+    SELECT member, (SELECT min(seq) FROM stg) - 1, max(seq) FROM ev GROUP BY member
+    """,
 )
 _NEXT = """
 SELECT member, seq, kind, minutes, day FROM (
@@ -244,8 +294,11 @@ _LOT_ROUND = (
                sum(l.remaining) OVER (PARTITION BY l.member
                                       ORDER BY l.earned, l.created_seq, l.piece
                                       ROWS UNBOUNDED PRECEDING) - l.remaining AS lo
-        FROM sp_lot l
-        WHERE l.remaining > 0 AND l.member IN (SELECT member FROM outs)
+        FROM sp_lot l JOIN prog p ON p.member = l.member
+        -- Only lots that have arrived: a giver may have made a lot for a gift this member
+        -- has not passed yet.
+        WHERE l.remaining > 0 AND l.created_seq <= p.p
+          AND l.member IN (SELECT member FROM outs)
     )
     SELECT o.seq, o.member, l.id,
            CASE WHEN o.lo + o.minutes < l.lo + l.remaining
@@ -285,6 +338,25 @@ _LEFT = "SELECT count(*) FROM prog WHERE p < last"
 _ROUNDS_MAX = 100
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """The policy the rows are judged under: bank_w.py's, or with its limits set."""
+
+    name: str
+    cap: int | None = None  # storage cap in minutes (a deposit over it refused)
+    gift_limit: int | None = None  # minutes a member may give a calendar year
+
+    def policy(self) -> Policy:
+        return POLICY.model_copy(update={"storage_cap_minutes": self.cap,
+                                         "gift_yearly_limit_minutes": self.gift_limit})
+
+
+PLAIN = Scenario("W")
+#: Limits that W's rows run into (a few thousand refusals each), so the rounds meet them.
+LIMITED = Scenario("W with a storage cap of 600 minutes and a gift limit of 240 a year",
+                   cap=600, gift_limit=240)
+
+
 def rows_of(workload: Workload) -> list[Row]:
     """Phase B as rows; members are volunteer numbers, days the UTC dates' ordinals (the
     lots' earned_on under bank_w.py's policy), times minutes since W's first transfer (a
@@ -292,59 +364,75 @@ def rows_of(workload: Workload) -> list[Row]:
     first = workload.phase_b[0].occurred_at
     out: list[Row] = []
     for t in workload.phase_b:
-        day = POLICY.local_date(t.occurred_at).toordinal()
+        local = POLICY.local_date(t.occurred_at)
+        day, year = local.toordinal(), local.year
         minute = int((t.occurred_at - first).total_seconds()) // 60
         a = t.amount_minutes
         if t.kind == "deposit":
-            out.append((t.index, "d", int(t.credit[1:]), None, a, day, minute - a, minute))
+            out.append((t.index, "d", int(t.credit[1:]), None, a, day, year, minute - a, minute))
         elif t.kind == "redemption":
-            out.append((t.index, "r", int(t.debit[1:]), None, a, day, None, None))
+            out.append((t.index, "r", int(t.debit[1:]), None, a, day, year, None, None))
         else:
-            out.append((t.index, "g", int(t.debit[1:]), int(t.credit[1:]), a, day, None, None))
+            out.append((t.index, "g", int(t.debit[1:]), int(t.credit[1:]), a, day, year, None,
+                        None))
     return out
 
 
 @dataclass
 class Outcome:
-    refused: set[int]
+    refused: dict[int, str]  # seq -> reason
     balances: dict[int, int]
     lots: list[Lot]
     uses: list[tuple[int, int]]  # (seq, minutes)
 
+    def reasons(self) -> Counter[str]:
+        return Counter(self.refused.values())
 
-def reference(rows: Sequence[Row]) -> Outcome:
-    """The two rules applied row by row, as the bulk engine's judge applies them."""
-    balances: dict[int, int] = {}
-    open_lots: dict[int, list[list[int]]] = {}
-    made: list[list[int]] = []
-    refused: set[int] = set()
-    uses: list[tuple[int, int]] = []
-    busy: dict[int, list[tuple[int, int]]] = {}
 
-    def add(lot: list[int]) -> None:
-        made.append(lot)
-        held = open_lots.setdefault(lot[0], [])
-        held.append(lot)
-        held.sort(key=lambda held_lot: (held_lot[1], held_lot[2], held_lot[3]))
+class _Reference:
+    """The rules applied row by row, in the bulk engine's order of checks."""
 
-    for seq, kind, member, other, minutes, day, started, ended in rows:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.balances: dict[int, int] = {}
+        self.given: dict[tuple[int, int], int] = {}
+        self.busy: dict[int, list[tuple[int, int]]] = {}
+        self.open_lots: dict[int, list[list[int]]] = {}
+        self.made: list[list[int]] = []
+        self.uses: list[tuple[int, int]] = []
+
+    def refusal(self, row: Row) -> str | None:
+        _seq, kind, member, other, minutes, _day, year, started, ended = row
+        cap, held = self.scenario.cap, self.balances.get(member, 0)
         if kind == "d":
             assert started is not None
             assert ended is not None
-            spans = busy.setdefault(member, [])
-            if any(a < ended and b > started for a, b in spans):
-                refused.add(seq)
-                continue
-            spans.append((started, ended))
-            balances[member] = balances.get(member, 0) + minutes
-            add([member, day, seq, 0, minutes, minutes])
-            continue
-        if balances.get(member, 0) < minutes:
-            refused.add(seq)
-            continue
-        balances[member] -= minutes
+            if any(a < ended and b > started for a, b in self.busy.get(member, [])):
+                return "overlapping service"
+            if cap is not None and minutes > max(cap - held, 0):
+                return "over the storage cap"
+            return None
+        if kind == "g":
+            assert other is not None
+            limit = self.scenario.gift_limit
+            if limit is not None and self.given.get((member, year), 0) + minutes > limit:
+                return "over the yearly gift limit"
+            if cap is not None and minutes > max(cap - self.balances.get(other, 0), 0):
+                return "over the storage cap"
+        return "short of minutes" if held < minutes else None
+
+    def apply(self, row: Row) -> None:
+        seq, kind, member, other, minutes, day, year, started, ended = row
+        if kind == "d":
+            assert started is not None
+            assert ended is not None
+            self.busy.setdefault(member, []).append((started, ended))
+            self.balances[member] = self.balances.get(member, 0) + minutes
+            self.add([member, day, seq, 0, minutes, minutes])
+            return
+        self.balances[member] -= minutes
         left, piece = minutes, 0
-        for lot in open_lots[member]:
+        for lot in self.open_lots[member]:
             if left == 0:
                 break
             part = min(left, lot[5])
@@ -352,24 +440,42 @@ def reference(rows: Sequence[Row]) -> Outcome:
                 continue
             lot[5] -= part
             left -= part
-            uses.append((seq, part))
+            self.uses.append((seq, part))
             if kind == "g":
                 assert other is not None
                 piece += 1
-                add([other, lot[1], seq, piece, part, part])
+                self.add([other, lot[1], seq, piece, part, part])
         assert left == 0, "the balance said the lots hold enough"
         if kind == "g":
             assert other is not None
-            balances[other] = balances.get(other, 0) + minutes
-    lots: list[Lot] = [(a, b, c, d, e, f) for a, b, c, d, e, f in made]
-    return Outcome(refused, balances, lots, uses)
+            self.balances[other] = self.balances.get(other, 0) + minutes
+            self.given[member, year] = self.given.get((member, year), 0) + minutes
+
+    def add(self, lot: list[int]) -> None:
+        self.made.append(lot)
+        held = self.open_lots.setdefault(lot[0], [])
+        held.append(lot)
+        held.sort(key=lambda held_lot: (held_lot[1], held_lot[2], held_lot[3]))
+
+
+def reference(rows: Sequence[Row], scenario: Scenario) -> Outcome:
+    """The rules applied row by row, as the bulk engine's judge applies them."""
+    judge = _Reference(scenario)
+    refused: dict[int, str] = {}
+    for row in rows:
+        reason = judge.refusal(row)
+        if reason is None:
+            judge.apply(row)
+        else:
+            refused[row[0]] = reason
+    lots: list[Lot] = [(a, b, c, d, e, f) for a, b, c, d, e, f in judge.made]
+    return Outcome(refused, judge.balances, lots, judge.uses)
 
 
 @dataclass
 class Measured:
     seconds: float
     refusal_seconds: float
-    overlap_rounds: list[int]
     refusal_rounds: list[int]
     lot_rounds: list[int]
     outcome: Outcome
@@ -433,7 +539,7 @@ class _Db:
             self.lite.execute("COMMIT")
 
     def stage(self, rows: Iterable[Row]) -> None:
-        columns = "seq, kind, member, other, minutes, day, started, ended"
+        columns = "seq, kind, member, other, minutes, day, year, started, ended"
         if self.backend == "postgres":
             with self.pg.cursor() as cursor, cursor.copy(
                 f"COPY stg ({columns}) FROM STDIN"
@@ -445,7 +551,10 @@ class _Db:
             self.lite.executemany(f"INSERT INTO stg ({columns}) VALUES ({marks})", rows)
 
     def set_up(self) -> None:
+        """The spike's tables, made again (so a database can take several runs)."""
         self.begin()
+        for table in ("sp_use", "sp_lot", "sp_balance", "sp_given", "sp_service"):
+            self.run(f"DROP TABLE IF EXISTS {table}")
         for statement in (_SCHEMA["postgresql" if self.backend == "postgres" else "sqlite"]
                           + _INDEXES).split(";"):
             if statement.strip():
@@ -453,31 +562,33 @@ class _Db:
         self.commit()
 
 
-def decide(backend: Backend, url: URL, rows: Sequence[Row]) -> Measured:
-    """The spike: every batch staged, its refusals and lots decided in SQL, committed."""
+def decide(backend: Backend, url: URL, rows: Sequence[Row], scenario: Scenario,
+           batch_rows: int = BATCH_ROWS) -> Measured:
+    """The spike: every batch of ``batch_rows`` staged, its refusals and lots decided in
+    SQL, committed."""
     db = _Db(backend, url)
+    refusal_round = _refusal_round(scenario.cap, scenario.gift_limit)
     try:
         db.set_up()
         refusal_rounds: list[int] = []
-        overlap_rounds: list[int] = []
         lot_rounds: list[int] = []
         refusal_seconds = 0.0
-        refused: set[int] = set()
+        refused: dict[int, str] = {}
         started = time.perf_counter()
-        for start in range(0, len(rows), BATCH_ROWS):
+        for start in range(0, len(rows), batch_rows):
             db.begin()
-            db.stage(rows[start : start + BATCH_ROWS])
-            if start == 0:
+            db.stage(rows[start : start + batch_rows])
+            if start == 0 and backend == "postgres":
+                # Statistics of a batch, for temporary tables autovacuum never sees. Not on
+                # SQLite: its planner chose worse plans with them (46 to 69 ms a batch for
+                # the refusal rounds against 6 to 10 without, in a trial).
                 db.run("ANALYZE stg")
             began = time.perf_counter()
-            db.run(_OVERLAPS_STORED)
-            overlap_rounds.append(_until_none(lambda: sum(db.run(s) for s in _OVERLAP_ROUND)))
-            db.run(_SERVICES)
-            refusal_rounds.append(_until_none(lambda: db.run(_REFUSAL_ROUND)))
+            refusal_rounds.append(_until_none(lambda: db.run(refusal_round)))
             refusal_seconds += time.perf_counter() - began
-            refused.update(int(seq) for (seq,) in db.all("SELECT seq FROM stg WHERE refused"))
-            db.run(_BALANCES)
-            for statement in _EVENTS:
+            refused.update((int(seq), str(reason)) for seq, reason in db.all(
+                "SELECT seq, reason FROM stg WHERE refused"))
+            for statement in (_SERVICES, _BALANCES, _GIVEN, *_EVENTS):
                 db.run(statement)
             lot_rounds.append(_lot_rounds(db))
             for table in _SCRATCH:
@@ -491,8 +602,7 @@ def decide(backend: Backend, url: URL, rows: Sequence[Row]) -> Measured:
                 "SELECT member, earned, created_seq, piece, minutes, remaining FROM sp_lot")],
             uses=[(int(s), int(m)) for s, m in db.all("SELECT seq, minutes FROM sp_use")],
         )
-        return Measured(seconds, refusal_seconds, overlap_rounds, refusal_rounds, lot_rounds,
-                        outcome)
+        return Measured(seconds, refusal_seconds, refusal_rounds, lot_rounds, outcome)
     finally:
         db.close()
 
@@ -521,7 +631,7 @@ def agreement(spike: Outcome, ref: Outcome) -> dict[str, bool]:
         return {member: minutes for member, minutes in balances.items() if minutes}
 
     return {
-        "refused rows": spike.refused == ref.refused,
+        "refused rows and their reasons": spike.refused == ref.refused,
         "balances": held(spike.balances) == held(ref.balances),
         "lots (member, day earned, made by row, piece, minutes, left)":
             sorted(spike.lots) == sorted(ref.lots),
@@ -529,10 +639,11 @@ def agreement(spike: Outcome, ref: Outcome) -> dict[str, bool]:
     }
 
 
-def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row]
-                      ) -> dict[str, bool]:
+def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row],
+                      reasons: Counter[str]) -> dict[str, bool]:
     """The spike's decisions against what the library's bulk import wrote for the same rows:
-    which rows it refused, its lots (member, day earned, minutes, left) and lot uses."""
+    which rows it refused and how many for each reason (``reasons``, its report's), its lots
+    (member, day earned, minutes, left) and lot uses."""
     from sqlalchemy import create_engine, select, union_all  # noqa: PLC0415
 
     from timebank.bank.schema import gifts, lot_uses, lots, redemptions, services  # noqa: PLC0415
@@ -562,38 +673,40 @@ def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row
     finally:
         engine.dispose()
     return {
-        "refused rows": spike.refused == {r[0] for r in rows} - accepted,
+        "refused rows": set(spike.refused) == {r[0] for r in rows} - accepted,
+        "refusals by reason": spike.reasons() == reasons,
         "lots (member, day earned, minutes, left)":
             sorted(stored) == sorted((m, d, n, left) for m, d, _c, _p, n, left in spike.lots),
         "lot uses (row, minutes)": sorted(used) == sorted(spike.uses),
     }
 
 
-def run(backend: Backend, pg_url: URL, workload: Workload) -> str:
+def run(backend: Backend, pg_url: URL, workload: Workload, scenario: Scenario) -> str:
     rows = rows_of(workload)
     began = time.perf_counter()
-    ref = reference(rows)
+    ref = reference(rows, scenario)
     reference_seconds = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="tbspike-") as directory, template(
-        backend, pg_url, Path(directory), workload
+        backend, pg_url, Path(directory), workload, scenario.policy()
     ) as (setup, copy):
         print(f"[{backend}] library bulk import (timed)", flush=True)
         imported_url = copy("spike_import")
-        imported, accepted, _refused, bank = timed_bank(
+        imported, accepted, reasons, bank = timed_bank(
             imported_url, lambda b: import_batches(b, workload.phase_b, setup, "bulk"))
         bank.dispose()
         print(f"[{backend}] set-based spike (timed)", flush=True)
-        measured = decide(backend, copy("spike_sql"), rows)
-        library = library_agreement(imported_url, setup, measured.outcome, rows)
+        measured = decide(backend, copy("spike_sql"), rows, scenario)
+        library = library_agreement(imported_url, setup, measured.outcome, rows, reasons)
     checks = {"the reference": agreement(measured.outcome, ref),
               "what the library's import wrote": library}
-    return render(backend, pg_url, measured, checks=checks,
+    return render(backend, pg_url, scenario, measured, checks=checks,
                   library=(imported, accepted), reference_seconds=reference_seconds,
                   reference=ref)
 
 
-def render(backend: Backend, pg_url: URL, m: Measured, *, checks: dict[str, dict[str, bool]],
-           library: tuple[float, int], reference_seconds: float, reference: Outcome) -> str:
+def render(backend: Backend, pg_url: URL, scenario: Scenario, m: Measured, *,
+           checks: dict[str, dict[str, bool]], library: tuple[float, int],
+           reference_seconds: float, reference: Outcome) -> str:
     imported, accepted = library
 
     def rounds(counts: list[int]) -> str:
@@ -603,27 +716,29 @@ def render(backend: Backend, pg_url: URL, m: Measured, *, checks: dict[str, dict
         return "; ".join(f"{name} {'same' if same else 'DIFFERENT'}"
                          for name, same in found.items())
 
+    flag = " --limits" if scenario != PLAIN else ""
     lines = [
-        f"# Set-based spike of the import's sequential rules: {backend}",
+        f"# Set-based spike of the import's sequential rules: {backend}, {scenario.name}",
         "",
-        f"Command: `python benchmarks/set_based_spike.py --backend {backend}`",
+        f"Command: `python benchmarks/set_based_spike.py --backend {backend}{flag}`",
         "",
         "| run, W's 100,000 rows of phase B in 100 transactions of 1,000 | s |",
         "|---|--:|",
         f"| the library's bulk import: every rule, every table ({accepted:,} rows accepted) "
         f"| {imported:.2f} |",
-        "| the spike, all of it: staging, overlaps, refusals, balances, services, lots and lot "
-        f"uses, commits | {m.seconds:.2f} |",
-        f"| of which deciding overlaps and refusals | {m.refusal_seconds:.2f} |",
-        "| the same three rules in Python, in memory, nothing written (the reference) "
+        "| the spike, all of it: staging, refusals, balances, services, lots and lot uses, "
+        f"commits | {m.seconds:.2f} |",
+        f"| of which the refusal rounds | {m.refusal_seconds:.2f} |",
+        "| the same rules in Python, in memory, nothing written (the reference) "
         f"| {reference_seconds:.3f} |",
         "",
-        f"- Rounds per batch (the last of each finds nothing to change): overlaps "
-        f"{rounds(m.overlap_rounds)}; refusals {rounds(m.refusal_rounds)}; lots "
-        f"{rounds(m.lot_rounds)}.",
-        f"- The spike refused {len(m.outcome.refused):,} rows and made {len(m.outcome.lots):,} "
-        f"lots and {len(m.outcome.uses):,} lot uses; the reference "
-        f"{len(reference.refused):,}, {len(reference.lots):,} and {len(reference.uses):,}.",
+        f"- Rounds per batch (the last of each finds nothing to change): refusals "
+        f"{rounds(m.refusal_rounds)}; lots {rounds(m.lot_rounds)}.",
+        f"- The spike refused {len(m.outcome.refused):,} rows ("
+        + ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.outcome.reasons().items()))
+        + f") and made {len(m.outcome.lots):,} lots and {len(m.outcome.uses):,} lot uses; the "
+        f"reference {len(reference.refused):,}, {len(reference.lots):,} and "
+        f"{len(reference.uses):,}.",
         *(f"- Against {name}: {agreed(found)}." for name, found in checks.items()),
         "",
         "## Machine",
@@ -639,14 +754,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), required=True)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--limits", action="store_true",
+                        help=f"judge under {LIMITED.name} (default: W's policy, no limits)")
     args = parser.parse_args(argv)
+    scenario = LIMITED if args.limits else PLAIN
     backends: list[Backend] = (["sqlite", "postgres"] if args.backend == "both"
                                else [args.backend])
     workload = generate()
     failed = False
     for backend in backends:
-        report = run(backend, make_url(args.pg_url), workload)
-        save_result(f"set-based-spike-{backend}", report)
+        report = run(backend, make_url(args.pg_url), workload, scenario)
+        save_result(f"set-based-spike-{'limits-' if args.limits else ''}{backend}", report)
         failed |= "DIFFERENT" in report
     return 1 if failed else 0
 
