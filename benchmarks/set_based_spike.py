@@ -1,30 +1,34 @@
 """Spike for issue 10: can the bulk import's sequential rules be decided by set-based SQL?
 
-    python benchmarks/set_based_spike.py --backend postgres|sqlite|both [--limits]
+    python benchmarks/set_based_spike.py --backend postgres|sqlite|both [--limits | --pool]
         [--pg-url URL]
 
 The bulk engine (``timebank/bank/_bulk_history.py``) judges every row in Python because some
 of its rules look sequential: whether a row is refused depends on the rows accepted before
-it (a service overlapping one accepted before it; a deposit over the storage cap; a gift past
-its giver's yearly limit, or one its receiver has no room for under the cap; a redemption or
-gift its member holds too few minutes for), members depend on each other through gifts,
-and minutes are taken from lots first in, first out, a gift's pieces becoming the receiver's
-lots with the dates they were earned on.
+it (a service overlapping one accepted before it; a deposit over the storage cap, or the part
+of it that goes to the region's pool; a gift past its giver's yearly limit, or one its
+receiver has no room for under the cap; a redemption or gift its member holds too few
+minutes for), members depend on each other through gifts, and minutes are taken from lots
+first in, first out, a gift's pieces becoming the receiver's lots with the dates they were
+earned on.
 
 This script decides exactly those rules for W's 100,000 rows of phase B, batch by batch
 (1,000 rows, one transaction each), in SQL on the database, and checks every decision against
 a sequential reference in Python and against what the library's bulk import of the same rows
 under the same policy wrote (which rows it refused, how many for each reason, its lots, its
-lot uses). By default the policy is bank_w.py's, which has no cap and no gift limit; with
-``--limits`` it has both (a cap of 600 minutes, refused over it; 240 minutes a year to give),
-which W's rows run into thousands of times.
+lot uses, its pool lots). By default the policy is bank_w.py's, which has no cap and no gift
+limit; with ``--limits`` it has both (a cap of 600 minutes, refused over it; 240 minutes a year
+to give), which W's rows run into thousands of times; with ``--pool`` the cap of 600 minutes
+sends what does not fit to the pool.
 
 - Refusals, in rounds: every row still standing is checked against the rows before it still
   standing (running sums: balances, what a giver has given that year), in the engine's
-  order of checks; a failing row is final when nothing before it can still change: no
-  failing row earlier touches its members, directly or through gifts between members (a
-  recursive query follows them, both ways: a receiver's room counts). Final ones are
-  refused, with their reason, and the round runs again until nothing fails.
+  order of checks; a deposit keeps what fits under a cap that diverts, and fails while what
+  it keeps no longer fits what stands before it. A failing row is final when nothing before
+  it can still change: no failing row earlier touches its members, directly or through gifts
+  between members (a recursive query follows them, both ways: a receiver's room counts).
+  Final ones are refused with their reason (a deposit's share mended), and the round runs
+  again until nothing fails.
 - Lots, in rounds: each member's events (a deposit's lot, a gift's lots arriving, minutes
   out) are taken in order: in a round every member passes its next arrival, if its lots
   exist, then takes its run of minutes out up to the following arrival from its open lots,
@@ -32,13 +36,13 @@ which W's rows run into thousands of times.
   uses; a gift's uses become the receiver's lots.
 
 Only these rules: the spike trusts everything else W's rows satisfy (sites, permissions,
-service shapes and credits, roles, eligibility, relations, keys and replays; a cap that
-diverts to a pool instead of refusing is not covered), writes only its own tables (balances,
-what members gave, services, lots, lot uses) and makes none of an import's other rows
-(entries, postings, recipients, confirmations, redemptions, gifts, clearing rows). It answers
+service shapes and credits, roles, eligibility, relations, keys and replays), writes only
+its own tables (balances, what members gave, services, lots, lot uses, pool lots) and makes
+none of an import's other rows (entries, postings, recipients, confirmations, redemptions,
+gifts, clearing rows). It answers
 how many rounds the sequential part takes and how long, beside the library's bulk import of
 the same rows in the same run (all of the work, on its own copy of bank_w.py's set-up).
-Results go to benchmarks/results/set-based-spike[-limits]-<backend>-<date>.md; the exit
+Results go to benchmarks/results/set-based-spike[-limits|-pool]-<backend>-<date>.md; the exit
 status is 1 if any decision differs.
 """
 
@@ -53,7 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import URL, make_url
 
@@ -97,7 +101,8 @@ CREATE TABLE sp_given (member int NOT NULL, year int NOT NULL, minutes bigint NO
     PRIMARY KEY (member, year));
 CREATE TEMP TABLE stg (seq int PRIMARY KEY, kind char(1) NOT NULL, member int NOT NULL,
     other int, minutes int NOT NULL, day int NOT NULL, year int NOT NULL, started int,
-    ended int, refused boolean NOT NULL DEFAULT false, reason text);
+    ended int, refused boolean NOT NULL DEFAULT false, reason text, kept int);
+CREATE TABLE sp_pool (seq int PRIMARY KEY, minutes int NOT NULL, day int NOT NULL);
 CREATE TEMP TABLE ev (member int NOT NULL, seq int NOT NULL, kind char(1) NOT NULL,
     minutes int NOT NULL, day int NOT NULL, PRIMARY KEY (member, seq));
 CREATE TEMP TABLE prog (member int PRIMARY KEY, p int NOT NULL, last int NOT NULL);
@@ -119,7 +124,9 @@ CREATE TABLE sp_given (member INTEGER NOT NULL, year INTEGER NOT NULL,
     minutes INTEGER NOT NULL, PRIMARY KEY (member, year));
 CREATE TEMP TABLE stg (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, member INTEGER NOT NULL,
     other INTEGER, minutes INTEGER NOT NULL, day INTEGER NOT NULL, year INTEGER NOT NULL,
-    started INTEGER, ended INTEGER, refused INTEGER NOT NULL DEFAULT 0, reason TEXT);
+    started INTEGER, ended INTEGER, refused INTEGER NOT NULL DEFAULT 0, reason TEXT,
+    kept INTEGER);
+CREATE TABLE sp_pool (seq INTEGER PRIMARY KEY, minutes INTEGER NOT NULL, day INTEGER NOT NULL);
 CREATE TEMP TABLE ev (member INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
     minutes INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY (member, seq));
 CREATE TEMP TABLE prog (member INTEGER PRIMARY KEY, p INTEGER NOT NULL, last INTEGER NOT NULL);
@@ -144,14 +151,18 @@ SELECT seq, member, started, ended FROM stg WHERE kind = 'd' AND NOT refused
 _SCRATCH = ("stg", "ev", "prog", "done_gift", "seg_use")
 
 
-def _refusal_round(cap: int | None, gift_limit: int | None) -> str:
+def _refusal_round(scenario: Scenario) -> str:
     """One round of refusals. Every row still standing is checked against the rows before it
     that still stand, in the engine's order of checks: a service overlapping a stored one or
     an earlier one of the batch, then one over the storage cap (``cap``, refused); a gift past
     its giver's yearly limit, then one the receiver has no room for under the cap; a
-    redemption or gift its member holds too few minutes for. A failing row is refused when
-    nothing before it can still change: no failing row earlier touches its members (the
+    redemption or gift its member holds too few minutes for. Where the cap diverts, a deposit
+    is not refused: it keeps what fits (``kept``), and one whose ``kept`` no longer fits what
+    stands before it fails until mended. A failing row is refused (or its ``kept`` mended)
+    when nothing before it can still change: no failing row earlier touches its members (the
     member, and a gift's receiver) or reaches them through gifts between members."""
+    cap, gift_limit = scenario.cap, scenario.gift_limit
+    diverts = cap is not None and scenario.cap_excess == "pool"
 
     def limit(value: int | None) -> str:
         return "NULL" if value is None else str(value)
@@ -161,7 +172,7 @@ def _refusal_round(cap: int | None, gift_limit: int | None) -> str:
 
     return f"""
 WITH RECURSIVE legs AS (
-    SELECT seq, member, CASE kind WHEN 'd' THEN minutes ELSE -minutes END AS delta
+    SELECT seq, member, CASE kind WHEN 'd' THEN kept ELSE -minutes END AS delta
     FROM stg WHERE NOT refused
     UNION ALL
     SELECT seq, other, minutes FROM stg WHERE kind = 'g' AND NOT refused
@@ -172,14 +183,14 @@ WITH RECURSIVE legs AS (
     FROM legs l LEFT JOIN sp_balance b ON b.member = l.member
 ), standing AS MATERIALIZED (
     -- The rows still standing, a gift with what its giver has given that year before it.
-    SELECT s.seq, s.kind, s.member, s.other, s.minutes, s.started, s.ended,
+    SELECT s.seq, s.kind, s.member, s.other, s.minutes, s.kept, s.started, s.ended,
            CASE WHEN s.kind = 'g' THEN coalesce(g.minutes, 0) + coalesce(sum(s.minutes) OVER (
                PARTITION BY s.member, s.year, s.kind ORDER BY s.seq
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END AS given_before
     FROM stg s LEFT JOIN sp_given g ON s.kind = 'g' AND g.member = s.member AND g.year = s.year
     WHERE NOT s.refused
 ), failing AS MATERIALIZED (
-    SELECT s.seq, s.member, s.other, s.kind, CASE
+    SELECT s.seq, s.member, s.other, s.kind, {room("a.before")} AS room, CASE
         WHEN s.kind = 'd' AND (
             EXISTS (SELECT 1 FROM sp_service v WHERE v.volunteer = s.member
                     AND v.started < s.ended AND v.ended > s.started)
@@ -187,7 +198,12 @@ WITH RECURSIVE legs AS (
                        AND e.member = s.member AND e.seq < s.seq
                        AND e.started < s.ended AND e.ended > s.started))
             THEN 'overlapping service'
-        WHEN s.kind = 'd' AND {limit(cap)} IS NOT NULL AND s.minutes > {room("a.before")}
+        WHEN s.kind = 'd' AND {limit(cap)} IS NOT NULL AND {str(diverts).lower()}
+             AND s.kept <> CASE WHEN s.minutes < {room("a.before")} THEN s.minutes
+                                ELSE {room("a.before")} END
+            THEN 'keeps another amount'
+        WHEN s.kind = 'd' AND {limit(cap)} IS NOT NULL AND NOT {str(diverts).lower()}
+             AND s.minutes > {room("a.before")}
             THEN 'over the storage cap'
         WHEN s.kind = 'g' AND {limit(gift_limit)} IS NOT NULL
              AND s.given_before + s.minutes > {limit(gift_limit)}
@@ -219,12 +235,23 @@ WITH RECURSIVE legs AS (
     SELECT t.seq FROM touched t JOIN first_doubt d ON d.member = t.member
     GROUP BY t.seq HAVING max(CASE WHEN d.seq < t.seq THEN 1 ELSE 0 END) = 0
 )
-UPDATE stg SET refused = true, reason = f.reason
-FROM (SELECT x.seq, x.reason FROM failing x JOIN settled USING (seq)) AS f
+UPDATE stg
+SET refused = f.reason <> 'keeps another amount',
+    reason = CASE WHEN f.reason = 'keeps another amount' THEN NULL ELSE f.reason END,
+    kept = CASE WHEN f.reason = 'keeps another amount'
+                THEN CASE WHEN f.minutes < f.room THEN f.minutes ELSE f.room END
+                ELSE stg.kept END
+FROM (SELECT x.seq, x.reason, x.room, s.minutes
+      FROM failing x JOIN settled USING (seq) JOIN stg s ON s.seq = x.seq) AS f
 WHERE stg.seq = f.seq
 """
 
 
+#: What a deposit could not keep under the cap, to its region's pool.
+_POOL = """
+INSERT INTO sp_pool (seq, minutes, day)
+SELECT seq, minutes - kept, day FROM stg WHERE kind = 'd' AND NOT refused AND kept < minutes
+"""
 _GIVEN = """
 INSERT INTO sp_given (member, year, minutes)
 SELECT member, year, sum(minutes) FROM stg WHERE kind = 'g' AND NOT refused GROUP BY member, year
@@ -233,7 +260,7 @@ ON CONFLICT (member, year) DO UPDATE SET minutes = sp_given.minutes + excluded.m
 _BALANCES = """
 INSERT INTO sp_balance (member, minutes)
 SELECT member, sum(delta) FROM (
-    SELECT member, CASE kind WHEN 'd' THEN minutes ELSE -minutes END AS delta
+    SELECT member, CASE kind WHEN 'd' THEN kept ELSE -minutes END AS delta
     FROM stg WHERE NOT refused
     UNION ALL
     SELECT other, minutes FROM stg WHERE kind = 'g' AND NOT refused
@@ -245,8 +272,9 @@ ON CONFLICT (member) DO UPDATE SET minutes = sp_balance.minutes + excluded.minut
 _EVENTS = (
     """
     INSERT INTO ev (member, seq, kind, minutes, day)
-    SELECT member, seq, CASE kind WHEN 'd' THEN 'd' ELSE 'o' END, minutes, day
-    FROM stg WHERE NOT refused
+    SELECT member, seq, CASE kind WHEN 'd' THEN 'd' ELSE 'o' END,
+           CASE kind WHEN 'd' THEN kept ELSE minutes END, day
+    FROM stg WHERE NOT refused AND (kind <> 'd' OR kept > 0)
     UNION ALL
     SELECT other, seq, 'i', minutes, day FROM stg WHERE kind = 'g' AND NOT refused
     """,
@@ -343,15 +371,21 @@ class Scenario:
     """The policy the rows are judged under: bank_w.py's, or with its limits set."""
 
     name: str
-    cap: int | None = None  # storage cap in minutes (a deposit over it refused)
+    cap: int | None = None  # storage cap in minutes
     gift_limit: int | None = None  # minutes a member may give a calendar year
+    #: A deposit over the cap: refused, or what does not fit goes to the region's pool.
+    cap_excess: Literal["refuse", "pool"] = "refuse"
 
     def policy(self) -> Policy:
         return POLICY.model_copy(update={"storage_cap_minutes": self.cap,
-                                         "gift_yearly_limit_minutes": self.gift_limit})
+                                         "gift_yearly_limit_minutes": self.gift_limit,
+                                         "cap_excess": self.cap_excess})
 
 
 PLAIN = Scenario("W")
+#: A cap W's volunteers run into, what does not fit going to the pool of their region.
+POOLED = Scenario("W with a storage cap of 600 minutes, the excess to the region's pool",
+                  cap=600, cap_excess="pool")
 #: Limits that W's rows run into (a few thousand refusals each), so the rounds meet them.
 LIMITED = Scenario("W with a storage cap of 600 minutes and a gift limit of 240 a year",
                    cap=600, gift_limit=240)
@@ -384,6 +418,7 @@ class Outcome:
     balances: dict[int, int]
     lots: list[Lot]
     uses: list[tuple[int, int]]  # (seq, minutes)
+    pooled: list[tuple[int, int]]  # (minutes, day earned) a deposit sent to the pool
 
     def reasons(self) -> Counter[str]:
         return Counter(self.refused.values())
@@ -400,6 +435,7 @@ class _Reference:
         self.open_lots: dict[int, list[list[int]]] = {}
         self.made: list[list[int]] = []
         self.uses: list[tuple[int, int]] = []
+        self.pooled: list[tuple[int, int]] = []
 
     def refusal(self, row: Row) -> str | None:
         _seq, kind, member, other, minutes, _day, year, started, ended = row
@@ -409,7 +445,8 @@ class _Reference:
             assert ended is not None
             if any(a < ended and b > started for a, b in self.busy.get(member, [])):
                 return "overlapping service"
-            if cap is not None and minutes > max(cap - held, 0):
+            refuses = self.scenario.cap_excess == "refuse"
+            if cap is not None and refuses and minutes > max(cap - held, 0):
                 return "over the storage cap"
             return None
         if kind == "g":
@@ -427,8 +464,13 @@ class _Reference:
             assert started is not None
             assert ended is not None
             self.busy.setdefault(member, []).append((started, ended))
-            self.balances[member] = self.balances.get(member, 0) + minutes
-            self.add([member, day, seq, 0, minutes, minutes])
+            held, cap = self.balances.get(member, 0), self.scenario.cap
+            kept = minutes if cap is None else min(minutes, max(cap - held, 0))
+            if kept < minutes:
+                self.pooled.append((minutes - kept, day))
+            self.balances[member] = held + kept
+            if kept:
+                self.add([member, day, seq, 0, kept, kept])
             return
         self.balances[member] -= minutes
         left, piece = minutes, 0
@@ -469,7 +511,7 @@ def reference(rows: Sequence[Row], scenario: Scenario) -> Outcome:
         else:
             refused[row[0]] = reason
     lots: list[Lot] = [(a, b, c, d, e, f) for a, b, c, d, e, f in judge.made]
-    return Outcome(refused, judge.balances, lots, judge.uses)
+    return Outcome(refused, judge.balances, lots, judge.uses, judge.pooled)
 
 
 @dataclass
@@ -553,7 +595,7 @@ class _Db:
     def set_up(self) -> None:
         """The spike's tables, made again (so a database can take several runs)."""
         self.begin()
-        for table in ("sp_use", "sp_lot", "sp_balance", "sp_given", "sp_service"):
+        for table in ("sp_use", "sp_lot", "sp_balance", "sp_given", "sp_service", "sp_pool"):
             self.run(f"DROP TABLE IF EXISTS {table}")
         for statement in (_SCHEMA["postgresql" if self.backend == "postgres" else "sqlite"]
                           + _INDEXES).split(";"):
@@ -567,7 +609,7 @@ def decide(backend: Backend, url: URL, rows: Sequence[Row], scenario: Scenario,
     """The spike: every batch of ``batch_rows`` staged, its refusals and lots decided in
     SQL, committed."""
     db = _Db(backend, url)
-    refusal_round = _refusal_round(scenario.cap, scenario.gift_limit)
+    refusal_round = _refusal_round(scenario)
     try:
         db.set_up()
         refusal_rounds: list[int] = []
@@ -578,6 +620,7 @@ def decide(backend: Backend, url: URL, rows: Sequence[Row], scenario: Scenario,
         for start in range(0, len(rows), batch_rows):
             db.begin()
             db.stage(rows[start : start + batch_rows])
+            db.run("UPDATE stg SET kept = minutes WHERE kind = 'd'")  # until found not to fit
             if start == 0 and backend == "postgres":
                 # Statistics of a batch, for temporary tables autovacuum never sees. Not on
                 # SQLite: its planner chose worse plans with them (46 to 69 ms a batch for
@@ -588,7 +631,7 @@ def decide(backend: Backend, url: URL, rows: Sequence[Row], scenario: Scenario,
             refusal_seconds += time.perf_counter() - began
             refused.update((int(seq), str(reason)) for seq, reason in db.all(
                 "SELECT seq, reason FROM stg WHERE refused"))
-            for statement in (_SERVICES, _BALANCES, _GIVEN, *_EVENTS):
+            for statement in (_SERVICES, _BALANCES, _GIVEN, _POOL, *_EVENTS):
                 db.run(statement)
             lot_rounds.append(_lot_rounds(db))
             for table in _SCRATCH:
@@ -601,6 +644,7 @@ def decide(backend: Backend, url: URL, rows: Sequence[Row], scenario: Scenario,
             lots=[(int(a), int(b), int(c), int(d), int(e), int(f)) for a, b, c, d, e, f in db.all(
                 "SELECT member, earned, created_seq, piece, minutes, remaining FROM sp_lot")],
             uses=[(int(s), int(m)) for s, m in db.all("SELECT seq, minutes FROM sp_use")],
+            pooled=[(int(m), int(d)) for m, d in db.all("SELECT minutes, day FROM sp_pool")],
         )
         return Measured(seconds, refusal_seconds, refusal_rounds, lot_rounds, outcome)
     finally:
@@ -636,6 +680,7 @@ def agreement(spike: Outcome, ref: Outcome) -> dict[str, bool]:
         "lots (member, day earned, made by row, piece, minutes, left)":
             sorted(spike.lots) == sorted(ref.lots),
         "lot uses (row, minutes)": sorted(spike.uses) == sorted(ref.uses),
+        "pool lots (minutes, day earned)": sorted(spike.pooled) == sorted(ref.pooled),
     }
 
 
@@ -643,10 +688,17 @@ def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row
                       reasons: Counter[str]) -> dict[str, bool]:
     """The spike's decisions against what the library's bulk import wrote for the same rows:
     which rows it refused and how many for each reason (``reasons``, its report's), its lots
-    (member, day earned, minutes, left) and lot uses."""
+    (member, day earned, minutes, left), lot uses and pool lots."""
     from sqlalchemy import create_engine, select, union_all  # noqa: PLC0415
 
-    from timebank.bank.schema import gifts, lot_uses, lots, redemptions, services  # noqa: PLC0415
+    from timebank.bank.schema import (  # noqa: PLC0415
+        gifts,
+        lot_uses,
+        lots,
+        pool_lots,
+        redemptions,
+        services,
+    )
 
     volunteer = {member_id: int(code[1:]) for code, member_id in setup.members.items()}
     engine = create_engine(url)
@@ -670,6 +722,8 @@ def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row
                     select(table.c.idempotency_key, lot_uses.c.minutes)
                     .join(lot_uses, lot_uses.c.entry_id == table.c.entry_id))
             ]
+            pooled = [(minutes, day.toordinal()) for minutes, day in conn.execute(
+                select(pool_lots.c.minutes, pool_lots.c.earned_on))]
     finally:
         engine.dispose()
     return {
@@ -678,6 +732,7 @@ def library_agreement(url: URL, setup: Setup, spike: Outcome, rows: Sequence[Row
         "lots (member, day earned, minutes, left)":
             sorted(stored) == sorted((m, d, n, left) for m, d, _c, _p, n, left in spike.lots),
         "lot uses (row, minutes)": sorted(used) == sorted(spike.uses),
+        "pool lots (minutes, day earned)": sorted(pooled) == sorted(spike.pooled),
     }
 
 
@@ -716,7 +771,7 @@ def render(backend: Backend, pg_url: URL, scenario: Scenario, m: Measured, *,
         return "; ".join(f"{name} {'same' if same else 'DIFFERENT'}"
                          for name, same in found.items())
 
-    flag = " --limits" if scenario != PLAIN else ""
+    flag = {PLAIN: "", LIMITED: " --limits", POOLED: " --pool"}.get(scenario, "")
     lines = [
         f"# Set-based spike of the import's sequential rules: {backend}, {scenario.name}",
         "",
@@ -736,9 +791,9 @@ def render(backend: Backend, pg_url: URL, scenario: Scenario, m: Measured, *,
         f"{rounds(m.refusal_rounds)}; lots {rounds(m.lot_rounds)}.",
         f"- The spike refused {len(m.outcome.refused):,} rows ("
         + ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.outcome.reasons().items()))
-        + f") and made {len(m.outcome.lots):,} lots and {len(m.outcome.uses):,} lot uses; the "
-        f"reference {len(reference.refused):,}, {len(reference.lots):,} and "
-        f"{len(reference.uses):,}.",
+        + f") and made {len(m.outcome.lots):,} lots, {len(m.outcome.uses):,} lot uses and "
+        f"{len(m.outcome.pooled):,} pool lots; the reference {len(reference.refused):,}, "
+        f"{len(reference.lots):,}, {len(reference.uses):,} and {len(reference.pooled):,}.",
         *(f"- Against {name}: {agreed(found)}." for name, found in checks.items()),
         "",
         "## Machine",
@@ -754,17 +809,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), required=True)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--limits", action="store_true",
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--limits", action="store_true",
                         help=f"judge under {LIMITED.name} (default: W's policy, no limits)")
+    chosen.add_argument("--pool", action="store_true", help=f"judge under {POOLED.name}")
     args = parser.parse_args(argv)
-    scenario = LIMITED if args.limits else PLAIN
+    scenario, suffix = (LIMITED, "limits-") if args.limits else (POOLED, "pool-") if args.pool \
+        else (PLAIN, "")
     backends: list[Backend] = (["sqlite", "postgres"] if args.backend == "both"
                                else [args.backend])
     workload = generate()
     failed = False
     for backend in backends:
         report = run(backend, make_url(args.pg_url), workload, scenario)
-        save_result(f"set-based-spike-{'limits-' if args.limits else ''}{backend}", report)
+        save_result(f"set-based-spike-{suffix}{backend}", report)
         failed |= "DIFFERENT" in report
     return 1 if failed else 0
 

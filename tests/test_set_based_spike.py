@@ -5,9 +5,10 @@ The spike is the evidence for issue 10's design (the import's rules judged in th
 with set-based SQL): on W it matched the library's bulk import row for row. W is one history
 with ordered dates and few gifts; these properties draw small histories that W never shows
 (a handful of members giving to each other, earned dates out of order, overlapping services,
-a storage cap and a gift limit drawn small enough to bite, two calendar years, batches of
-any size) and require the spike's refusals with their reasons, balances, lots and lot uses to
-be the sequential reference's, on SQLite and on PostgreSQL.
+a storage cap drawn small enough to bite, refusing or diverting to the pool, a gift limit,
+two calendar years, batches of any size) and require the spike's refusals with their
+reasons, balances, lots, lot uses and pool lots to be the sequential reference's, on SQLite
+and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def histories(draw: st.DrawFn) -> tuple[list[spike.Row], spike.Scenario, int]:
     for seq in range(count):
         kind = draw(st.sampled_from("ddrg"))
         member = draw(st.integers(0, members - 1))
-        minutes = draw(st.integers(1, 150))
+        minutes = draw(st.integers(1, 150) | st.integers(1, 4))  # small ones meet edges
         day = draw(st.integers(0, 4))  # earned dates out of order and tied
         year = YEARS[seq * len(YEARS) // count]
         if kind == "d":
@@ -65,8 +66,9 @@ def histories(draw: st.DrawFn) -> tuple[list[spike.Row], spike.Scenario, int]:
             rows.append((seq, "g", member, other, minutes, day, year, None, None))
     scenario = spike.Scenario(
         "drawn",
-        cap=draw(st.none() | st.integers(100, 500)),
+        cap=draw(st.none() | st.integers(100, 500) | st.integers(1, 8)),
         gift_limit=draw(st.none() | st.integers(20, 300)),
+        cap_excess=draw(st.sampled_from(["refuse", "pool"])),
     )
     return rows, scenario, draw(st.integers(1, 25))
 
@@ -84,6 +86,7 @@ def check(url: str, history: tuple[list[spike.Row], spike.Scenario, int]) -> Non
     }
     assert sorted(found.lots) == sorted(expected.lots)
     assert sorted(found.uses) == sorted(expected.uses)
+    assert sorted(found.pooled) == sorted(expected.pooled)
 
 
 @settings(
