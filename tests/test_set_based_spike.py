@@ -73,12 +73,14 @@ def histories(draw: st.DrawFn) -> tuple[list[spike.Row], spike.Scenario, int]:
     return rows, scenario, draw(st.integers(1, 25))
 
 
-def check(url: str, history: tuple[list[spike.Row], spike.Scenario, int]) -> None:
+def check(url: str, history: tuple[list[spike.Row], spike.Scenario, int]) -> spike.Measured:
+    """The spike's decisions on ``history`` are the reference's; returns the spike's run."""
     rows, scenario, batch_rows = history
     backend: Literal["sqlite", "postgres"] = (
         "postgres" if url.startswith("postgresql") else "sqlite"
     )
-    found = spike.decide(backend, make_url(url), rows, scenario, batch_rows).outcome
+    measured = spike.decide(backend, make_url(url), rows, scenario, batch_rows)
+    found = measured.outcome
     expected = spike.reference(rows, scenario)
     assert found.refused == expected.refused
     assert {m: b for m, b in found.balances.items() if b} == {
@@ -87,6 +89,7 @@ def check(url: str, history: tuple[list[spike.Row], spike.Scenario, int]) -> Non
     assert sorted(found.lots) == sorted(expected.lots)
     assert sorted(found.uses) == sorted(expected.uses)
     assert sorted(found.pooled) == sorted(expected.pooled)
+    return measured
 
 
 @settings(
@@ -110,7 +113,9 @@ def test_the_reference_refuses_the_chain_row_by_row() -> None:
 
 
 def test_rounds_follow_the_chain(tmp_path: Path) -> None:
-    """The chain through the SQL: in one batch (three rounds), and a row a batch."""
-    for batch_rows in (len(CHAIN), 1):
-        url = f"sqlite:///{tmp_path / f'chain-{batch_rows}.db'}"
-        check(url, (CHAIN, spike.PLAIN, batch_rows))
+    """The chain through the SQL in one batch: a round for each refusal, as each waits for
+    the one before it (and a last round that finds nothing); and a row a batch."""
+    whole = check(f"sqlite:///{tmp_path / 'whole.db'}", (CHAIN, spike.PLAIN, len(CHAIN)))
+    assert whole.refusal_rounds == [4]
+    single = check(f"sqlite:///{tmp_path / 'single.db'}", (CHAIN, spike.PLAIN, 1))
+    assert single.refusal_rounds == [1, 1, 1, 1, 2, 2, 2]
