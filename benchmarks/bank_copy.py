@@ -153,7 +153,8 @@ def staged_in(url: URL, rows: dict[str, tuple[int, bytes]]) -> float:
 
 @dataclass
 class Compared(Generic[Written]):
-    """The import's run and the plain writes of what it wrote, each with checks and without."""
+    """The import's run and the plain writes of what it wrote (with checks and without, and
+    from staging tables)."""
 
     seconds: float
     accepted: int
@@ -168,7 +169,8 @@ def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, 
             write: Callable[[URL, Written, bool], float],
             stage: Callable[[URL, Written], float]) -> Compared[Written]:
     """The timed import into one copy of the set-up; what it wrote read out (untimed), then
-    written plainly into two fresh copies, with the database's checks and without."""
+    written plainly into two fresh copies, with the database's checks and without, and into
+    a third by INSERT ... SELECT from staging tables, with the checks."""
     rows = workload.phase_b
     with template(backend, pg_url, directory, workload) as (setup, copy):
         imported_url = copy("copy_import")
