@@ -311,13 +311,13 @@ _LOT_ROUND = (
                coalesce(min(e.seq) FILTER (WHERE e.kind <> 'o'), 2147483647) AS stop
         FROM prog p JOIN ev e ON e.member = p.member AND e.seq > p.p
         GROUP BY p.member, p.p
-    ), outs AS (
+    ), outs AS MATERIALIZED (
         SELECT e.member, e.seq, e.minutes,
                sum(e.minutes) OVER (PARTITION BY e.member ORDER BY e.seq
                                     ROWS UNBOUNDED PRECEDING) - e.minutes AS lo
         FROM ev e JOIN stop s ON s.member = e.member AND e.seq > s.p AND e.seq < s.stop
         WHERE e.kind = 'o'
-    ), open AS (
+    ), open AS MATERIALIZED (
         SELECT l.id, l.member, l.remaining,
                sum(l.remaining) OVER (PARTITION BY l.member
                                       ORDER BY l.earned, l.created_seq, l.piece
@@ -333,8 +333,10 @@ _LOT_ROUND = (
                 THEN o.lo + o.minutes ELSE l.lo + l.remaining END
            - CASE WHEN o.lo > l.lo THEN o.lo ELSE l.lo END,
            s.kind
-    FROM outs o
-    JOIN open l ON l.member = o.member
+    -- The open lots first: SQLite then searches the minutes out by member instead of
+    -- scanning every open lot for each of them (0.24 s against 0.94 s over W, in a trial).
+    FROM open l
+    JOIN outs o ON o.member = l.member
          AND l.lo < o.lo + o.minutes AND o.lo < l.lo + l.remaining
     JOIN stg s ON s.seq = o.seq
     """,
