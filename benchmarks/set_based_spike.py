@@ -86,54 +86,38 @@ Row = tuple[int, str, int, int | None, int, int, int, int | None, int | None]
 #: (member, earned day, created by row, piece, minutes, remaining)
 Lot = tuple[int, int, int, int, int, int]
 
-_SCHEMA = {
-    "postgresql": """
-CREATE TABLE sp_balance (member int PRIMARY KEY, minutes bigint NOT NULL);
-CREATE TABLE sp_lot (id bigserial PRIMARY KEY, member int NOT NULL, minutes int NOT NULL,
-    remaining int NOT NULL CHECK (remaining >= 0 AND remaining <= minutes),
-    earned int NOT NULL, created_seq int NOT NULL, piece int NOT NULL,
-    parent bigint REFERENCES sp_lot);
-CREATE TABLE sp_use (seq int NOT NULL, lot bigint NOT NULL REFERENCES sp_lot,
-    minutes int NOT NULL);
-CREATE TABLE sp_service (seq int PRIMARY KEY, volunteer int NOT NULL, started int NOT NULL,
-    ended int NOT NULL);
-CREATE TABLE sp_given (member int NOT NULL, year int NOT NULL, minutes bigint NOT NULL,
+# The spike's tables, once for both databases: {int} and the rest are each one's types.
+_SCHEMA = """
+CREATE TABLE sp_balance (member {int} PRIMARY KEY, minutes {big} NOT NULL);
+CREATE TABLE sp_lot (id {serial} PRIMARY KEY, member {int} NOT NULL, minutes {int} NOT NULL,
+    remaining {int} NOT NULL CHECK (remaining >= 0 AND remaining <= minutes),
+    earned {int} NOT NULL, created_seq {int} NOT NULL, piece {int} NOT NULL,
+    parent {big} REFERENCES sp_lot);
+CREATE TABLE sp_use (seq {int} NOT NULL, lot {big} NOT NULL REFERENCES sp_lot,
+    minutes {int} NOT NULL);
+CREATE TABLE sp_service (seq {int} PRIMARY KEY, volunteer {int} NOT NULL,
+    started {int} NOT NULL, ended {int} NOT NULL);
+CREATE TABLE sp_given (member {int} NOT NULL, year {int} NOT NULL, minutes {big} NOT NULL,
     PRIMARY KEY (member, year));
-CREATE TEMP TABLE stg (seq int PRIMARY KEY, kind char(1) NOT NULL, member int NOT NULL,
-    other int, minutes int NOT NULL, day int NOT NULL, year int NOT NULL, started int,
-    ended int, refused boolean NOT NULL DEFAULT false, reason text, kept int);
-CREATE TABLE sp_pool (seq int PRIMARY KEY, minutes int NOT NULL, day int NOT NULL);
-CREATE TEMP TABLE ev (member int NOT NULL, seq int NOT NULL, kind char(1) NOT NULL,
-    minutes int NOT NULL, day int NOT NULL, PRIMARY KEY (member, seq));
-CREATE TEMP TABLE prog (member int PRIMARY KEY, p int NOT NULL, last int NOT NULL);
-CREATE TEMP TABLE done_gift (seq int PRIMARY KEY);
-CREATE TEMP TABLE seg_use (seq int NOT NULL, member int NOT NULL, lot bigint NOT NULL,
-    part int NOT NULL, kind char(1) NOT NULL);
-""",
-    "sqlite": """
-CREATE TABLE sp_balance (member INTEGER PRIMARY KEY, minutes INTEGER NOT NULL);
-CREATE TABLE sp_lot (id INTEGER PRIMARY KEY, member INTEGER NOT NULL, minutes INTEGER NOT NULL,
-    remaining INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= minutes),
-    earned INTEGER NOT NULL, created_seq INTEGER NOT NULL, piece INTEGER NOT NULL,
-    parent INTEGER REFERENCES sp_lot);
-CREATE TABLE sp_use (seq INTEGER NOT NULL, lot INTEGER NOT NULL REFERENCES sp_lot,
-    minutes INTEGER NOT NULL);
-CREATE TABLE sp_service (seq INTEGER PRIMARY KEY, volunteer INTEGER NOT NULL,
-    started INTEGER NOT NULL, ended INTEGER NOT NULL);
-CREATE TABLE sp_given (member INTEGER NOT NULL, year INTEGER NOT NULL,
-    minutes INTEGER NOT NULL, PRIMARY KEY (member, year));
-CREATE TEMP TABLE stg (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, member INTEGER NOT NULL,
-    other INTEGER, minutes INTEGER NOT NULL, day INTEGER NOT NULL, year INTEGER NOT NULL,
-    started INTEGER, ended INTEGER, refused INTEGER NOT NULL DEFAULT 0, reason TEXT,
-    kept INTEGER);
-CREATE TABLE sp_pool (seq INTEGER PRIMARY KEY, minutes INTEGER NOT NULL, day INTEGER NOT NULL);
-CREATE TEMP TABLE ev (member INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    minutes INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY (member, seq));
-CREATE TEMP TABLE prog (member INTEGER PRIMARY KEY, p INTEGER NOT NULL, last INTEGER NOT NULL);
-CREATE TEMP TABLE done_gift (seq INTEGER PRIMARY KEY);
-CREATE TEMP TABLE seg_use (seq INTEGER NOT NULL, member INTEGER NOT NULL, lot INTEGER NOT NULL,
-    part INTEGER NOT NULL, kind TEXT NOT NULL);
-""",
+CREATE TABLE sp_pool (seq {int} PRIMARY KEY, minutes {int} NOT NULL, day {int} NOT NULL);
+CREATE TEMP TABLE stg (seq {int} PRIMARY KEY, kind {char} NOT NULL, member {int} NOT NULL,
+    other {int}, minutes {int} NOT NULL, day {int} NOT NULL, year {int} NOT NULL,
+    started {int}, ended {int}, refused {bool} NOT NULL DEFAULT {false}, reason TEXT,
+    kept {int});
+CREATE TEMP TABLE ev (member {int} NOT NULL, seq {int} NOT NULL, kind {char} NOT NULL,
+    minutes {int} NOT NULL, day {int} NOT NULL, PRIMARY KEY (member, seq));
+CREATE TEMP TABLE prog (member {int} PRIMARY KEY, p {int} NOT NULL, last {int} NOT NULL);
+CREATE TEMP TABLE done_gift (seq {int} PRIMARY KEY);
+CREATE TEMP TABLE seg_use (seq {int} NOT NULL, member {int} NOT NULL, lot {big} NOT NULL,
+    part {int} NOT NULL, kind {char} NOT NULL);
+"""
+_TYPES = {
+    "postgres": {"int": "int", "big": "bigint", "serial": "bigserial", "char": "char(1)",
+                 "bool": "boolean", "false": "false"},
+    # INTEGER PRIMARY KEY, spelled so, is SQLite's rowid: ids drawn as PostgreSQL's sequence
+    # draws them.
+    "sqlite": {"int": "INTEGER", "big": "INTEGER", "serial": "INTEGER", "char": "TEXT",
+               "bool": "INTEGER", "false": "0"},
 }
 _INDEXES = """
 CREATE INDEX sp_lot_open ON sp_lot (member, earned, created_seq, piece) WHERE remaining > 0;
@@ -530,20 +514,22 @@ class _Db:
 
     def __init__(self, backend: Backend, url: URL) -> None:
         self.backend = backend
+        # psycopg's and sqlite3's connections both execute SQL and return a cursor.
+        self.conn: Any
         if backend == "postgres":
             import psycopg  # noqa: PLC0415 - PostgreSQL runs only
 
-            self.pg = psycopg.connect(url.set(drivername="postgresql").render_as_string(
+            self.conn = psycopg.connect(url.set(drivername="postgresql").render_as_string(
                 hide_password=False))
         else:
             assert url.database
-            self.lite = sqlite3.connect(url.database, isolation_level=None)
+            self.conn = sqlite3.connect(url.database, isolation_level=None)
             for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "journal_mode = WAL",
                            "synchronous = NORMAL", f"cache_size = -{SQLITE_CACHE_KIB}"):
-                self.lite.execute(f"PRAGMA {pragma}")
+                self.conn.execute(f"PRAGMA {pragma}")
 
     def close(self) -> None:
-        (self.pg if self.backend == "postgres" else self.lite).close()
+        self.conn.close()
 
     def run(self, sql: str) -> int:
         """Execute; the number of rows it changed. ``CLEAR t`` empties a scratch table:
@@ -553,54 +539,48 @@ class _Db:
             table = sql.removeprefix("CLEAR ")
             sql = f"TRUNCATE {table}" if self.backend == "postgres" else f"DELETE FROM {table}"
         if self.backend == "postgres":
-            return self.pg.execute(sql).rowcount
+            return int(self.conn.execute(sql).rowcount)
         # sqlite3 reports no rowcount for a statement that starts with WITH.
-        before = self.lite.total_changes
-        self.lite.execute(sql)
-        return self.lite.total_changes - before
+        before = self.conn.total_changes
+        self.conn.execute(sql)
+        return int(self.conn.total_changes - before)
 
     def one(self, sql: str) -> Any:
-        if self.backend == "postgres":
-            found = self.pg.execute(sql).fetchone()
-        else:
-            found = self.lite.execute(sql).fetchone()
+        found = self.conn.execute(sql).fetchone()
         assert found is not None
         return found[0]
 
     def all(self, sql: str) -> list[tuple[Any, ...]]:
-        if self.backend == "postgres":
-            return [tuple(r) for r in self.pg.execute(sql).fetchall()]
-        return [tuple(r) for r in self.lite.execute(sql).fetchall()]
+        return [tuple(r) for r in self.conn.execute(sql).fetchall()]
 
     def begin(self) -> None:
-        if self.backend == "sqlite":
-            self.lite.execute("BEGIN IMMEDIATE")
+        if self.backend == "sqlite":  # psycopg opens a transaction by itself
+            self.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         if self.backend == "postgres":
-            self.pg.commit()
+            self.conn.commit()
         else:
-            self.lite.execute("COMMIT")
+            self.conn.execute("COMMIT")
 
     def stage(self, rows: Iterable[Row]) -> None:
         columns = "seq, kind, member, other, minutes, day, year, started, ended"
         if self.backend == "postgres":
-            with self.pg.cursor() as cursor, cursor.copy(
+            with self.conn.cursor() as cursor, cursor.copy(
                 f"COPY stg ({columns}) FROM STDIN"
             ) as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             marks = ", ".join("?" * len(columns.split(", ")))
-            self.lite.executemany(f"INSERT INTO stg ({columns}) VALUES ({marks})", rows)
+            self.conn.executemany(f"INSERT INTO stg ({columns}) VALUES ({marks})", rows)
 
     def set_up(self) -> None:
         """The spike's tables, made again (so a database can take several runs)."""
         self.begin()
         for table in ("sp_use", "sp_lot", "sp_balance", "sp_given", "sp_service", "sp_pool"):
             self.run(f"DROP TABLE IF EXISTS {table}")
-        for statement in (_SCHEMA["postgresql" if self.backend == "postgres" else "sqlite"]
-                          + _INDEXES).split(";"):
+        for statement in (_SCHEMA.format(**_TYPES[self.backend]) + _INDEXES).split(";"):
             if statement.strip():
                 self.run(statement)
         self.commit()
