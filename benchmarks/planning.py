@@ -39,7 +39,7 @@ from sqlalchemy import create_engine, make_url, text
 from workload import generate
 
 import timebank._entries
-import timebank.bank._bulk_history
+import timebank.bank._set_history
 from timebank import Ledger
 from timebank import _admin as admin_module
 from timebank.bank import TimeBank
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> str:
     ]
     import_contenders: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
         LIBRARY: contextlib.nullcontext,
-        BASELINE: lambda: prepared_plans(timebank._entries, timebank.bank._bulk_history),
+        BASELINE: lambda: prepared_plans(timebank._entries, timebank.bank._set_history),
     }
     workload = generate()
     with tempfile.TemporaryDirectory() as directory, template(

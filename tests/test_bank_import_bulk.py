@@ -24,7 +24,7 @@ from tests.bankworld import POLICY, PROGRAMME, World, build
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import errors
-from timebank.bank import Policy, TimeBank, _bulk_history
+from timebank.bank import Policy, TimeBank, _bulk_history, _set_history
 from timebank.bank._io import HISTORY_COLUMNS, ImportReport, RejectedRow
 from timebank.bank._io_api import ImportMethod
 
@@ -241,16 +241,16 @@ def test_bulk_and_rows_agree_on_postgres(fresh_db_url_factory: Callable[[str], s
 
 
 def watch_batch_writes(
-    monkeypatch: pytest.MonkeyPatch, record: Callable[[_bulk_history._Batch], None]
+    monkeypatch: pytest.MonkeyPatch, record: Callable[[_set_history._Engine], None]
 ) -> None:
     """Call ``record`` with each bulk batch just before it is written."""
-    write = _bulk_history._Batch.write
+    write = _set_history._Engine.write
 
-    def watched(batch: _bulk_history._Batch) -> None:
+    def watched(batch: _set_history._Engine, dialect: str) -> None:
         record(batch)
-        write(batch)
+        write(batch, dialect)
 
-    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+    monkeypatch.setattr(_set_history._Engine, "write", watched)
 
 
 def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(

@@ -20,7 +20,7 @@ from tests.clocks import Clock
 from tests.test_bank_import_bulk import history, imported, populate, watch_batch_writes
 from timebank import Ledger, _entries
 from timebank._db import PLANNED_EACH_TIME_MIN, planned_each_time
-from timebank.bank import _bulk_history
+from timebank.bank import _set_history
 from timebank.models import AccountSpec, TransferCommand
 
 
@@ -120,7 +120,7 @@ def test_a_bulk_import_batch_is_planned_each_time(
     seen: list[Any] = []
     drivers: list[Any] = []
 
-    def record(batch: _bulk_history._Batch) -> None:
+    def record(batch: _set_history._Engine) -> None:
         seen.append(_threshold(batch.conn))
         drivers.append(batch.conn.connection.driver_connection)
 

@@ -316,6 +316,15 @@ class _Batch:
         return in_values(self.conn, column, values)
 
     def _load(self) -> None:
+        self._load_facts()
+        self._load_accounts()
+        self._load_lots()
+        self._load_services()
+        self._load_given()
+
+    def _load_facts(self) -> None:
+        """What the rules that depend on no earlier row read: sites, policies, the members
+        (locked), their homes, the keys already used, birth dates and relations."""
         conn, rows = self.conn, self.rows
         self.sites = {
             r.code: r
@@ -343,12 +352,8 @@ class _Batch:
             for r in conn.execute(query.with_for_update()).all():
                 self.members[r.id] = r
         self._load_homes()
-        self._load_accounts()
         self._load_keys()
         self._load_people_facts()
-        self._load_lots()
-        self._load_services()
-        self._load_given()
 
     def _load_homes(self) -> None:
         """The home stations of the batch's givers (a gift is authorised there): one query

@@ -9,7 +9,7 @@ from typing import Literal, TextIO, TypeVar
 
 from sqlalchemy import Connection
 
-from timebank.bank import _bulk_history, _io
+from timebank.bank import _io, _set_history
 from timebank.bank._ctx import Act
 from timebank.bank._io import (
     EXPORT_COLUMNS,
@@ -175,8 +175,8 @@ class IOMixin:
         operator, confirmer = operators
 
         def apply(act: Act) -> _io.BatchOutcome:
-            if method == "bulk" and _bulk_history.supported(act.conn):
-                return _bulk_history.apply_batch(
+            if method == "bulk" and _set_history.supported(act.conn):
+                return _set_history.apply_batch(
                     act, programme, batch, operator, confirmer, skip_rejected=skip
                 )
             return _io.apply_batch(act, programme, batch, operator, confirmer, skip_rejected=skip)
