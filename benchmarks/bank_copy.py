@@ -7,7 +7,10 @@ volunteers and their relations):
 
 1. ``import``: phase B of W (100,000 rows) through ``import_history(method="bulk",
    batch_rows=1000, skip_rejected=True)``: every check, balances and lots materialised, one
-   transaction per 1,000 rows. Timed, less the untimed ANALYZE run whenever the imported
+   transaction per 1,000 rows. Twice, each into its own copy: with the engine
+   ``method="bulk"`` runs, and with the set-based engine (``_set_history``, issue 10's
+   design), whose accepted and refused rows and rows written per table must be the same
+   (else the exit status is 1). Timed, less the untimed ANALYZE run whenever the imported
    entries double (what autovacuum keeps up; it is off on the machines here).
 2. ``plain``: the rows that import wrote (entries, postings, services and their recipients
    and confirmations, lots, lot uses, redemptions, gifts), read out of the first database
@@ -65,6 +68,7 @@ from run_w import DEFAULT_PG_URL, Backend, machine_info, save_result  # noqa: E4
 from workload import Workload, generate  # noqa: E402
 
 from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
+from timebank.bank import _io_api  # noqa: E402
 
 Written = TypeVar("Written")
 
@@ -162,24 +166,39 @@ class Compared(Generic[Written]):
     written: Written
     plain: dict[bool, float]  # checked -> seconds
     staged: float  # INSERT ... SELECT from staging tables, constraints on
+    set_seconds: float  # the same import through the set-based engine
+    set_agreed: bool  # which rows it accepted and refused, and the rows it wrote, alike
 
 
 def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, *,
             read: Callable[[URL], Written],
             write: Callable[[URL, Written, bool], float],
-            stage: Callable[[URL, Written], float]) -> Compared[Written]:
-    """The timed import into one copy of the set-up; what it wrote read out (untimed), then
+            stage: Callable[[URL, Written], float],
+            counts: Callable[[Written], dict[str, int]]) -> Compared[Written]:
+    """The timed import into one copy of the set-up (the engine ``method="bulk"`` runs), and
+    into another through the set-based engine; what the first wrote read out (untimed), then
     written plainly into two fresh copies, with the database's checks and without, and into
     a third by INSERT ... SELECT from staging tables, with the checks."""
     rows = workload.phase_b
     with template(backend, pg_url, directory, workload) as (setup, copy):
         imported_url = copy("copy_import")
-        print("import (timed)", flush=True)
+        print(f"import, engine {_io_api.BULK_ENGINE} (timed)", flush=True)
         seconds, accepted, refused, bank = timed_bank(
             imported_url, lambda b: import_batches(b, rows, setup, "bulk"))
         bank.dispose()
+        print("import, the set-based engine (timed)", flush=True)
+        default, _io_api.BULK_ENGINE = _io_api.BULK_ENGINE, "set"
+        try:
+            set_url = copy("copy_import_set")
+            set_seconds, set_accepted, set_refused, bank = timed_bank(
+                set_url, lambda b: import_batches(b, rows, setup, "bulk"))
+            bank.dispose()
+        finally:
+            _io_api.BULK_ENGINE = default
         print("reading the written rows out (untimed)", flush=True)
         written = read(imported_url)
+        set_agreed = (set_accepted, set_refused, counts(read(set_url))) == (
+            accepted, refused, counts(written))
         plain = {}
         for checked in (True, False):
             target = copy(f"copy_plain_{int(checked)}")
@@ -187,7 +206,22 @@ def compare(backend: Backend, pg_url: URL, directory: Path, workload: Workload, 
             plain[checked] = write(target, written, checked)
         print("INSERT ... SELECT from staging tables (timed)", flush=True)
         staged = stage(copy("copy_staged"), written)
-    return Compared(seconds, accepted, refused, written, plain, staged)
+    return Compared(seconds, accepted, refused, written, plain, staged, set_seconds, set_agreed)
+
+
+def set_engine_lines(run: Compared[Any], rows: int, plain: float, plain_name: str
+                     ) -> list[str]:
+    """What the set-based engine did with the same rows, beside the default engine."""
+    return [
+        f"- The set-based engine (`_set_history`, issue 10's design) imported the same rows "
+        f"in {run.set_seconds:.2f} s ({rows / run.set_seconds:,.0f} W rows/s): "
+        f"{plain / run.set_seconds:.3f} of {plain_name}, against "
+        f"{plain / run.seconds:.3f} for the engine `method=\"bulk\"` runs "
+        f"(`{_io_api.BULK_ENGINE}`); "
+        + ("it accepted and refused the same rows and wrote as many rows to every table."
+           if run.set_agreed else "**it disagreed with that engine** (accepted or refused "
+           "other rows, or wrote other numbers of rows): the exit status is 1."),
+    ]
 
 
 def report_head(title: str, argv: Sequence[str], seconds: float, rate: float) -> list[str]:
@@ -217,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = workload.phase_b
     run = compare("postgres", pg_url, Path(tempfile.mkdtemp()), workload, read=read_out,
                   write=lambda url, written, checked: write_in(url, written, replica=not checked),
-                  stage=staged_in)
+                  stage=staged_in,
+                  counts=lambda written: {t: count for t, (count, _) in written.items()})
     seconds, accepted, refused, written = run.seconds, run.accepted, run.refused, run.written
     plain = {not checked: s for checked, s in run.plain.items()}  # replica -> seconds
     total_rows = sum(count for count, _ in written.values())
@@ -237,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "- The import's time leaves out the ANALYZE run (untimed) whenever its entries had "
         "doubled, as autovacuum would (it is off on this server).",
+        *set_engine_lines(run, len(rows), run.plain[True], "the plain COPY with constraints on"),
         f"- The import accepted {accepted:,} of {len(rows):,} rows of W and refused "
         f"{sum(refused.values()):,} ({', '.join(f'{n:,} {r}' for r, n in refused.items())}).",
         f"- It wrote {total_rows:,} rows ({megabytes:,.0f} MB as COPY text): "
@@ -249,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     save_result("bank-copy-postgres", "\n".join(lines))
-    return 0
+    return 0 if run.set_agreed else 1
 
 
 # ---- SQLite ------------------------------------------------------------------------------
@@ -351,7 +387,8 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "sqlite", pg_url, directory, workload,
             read=lambda url: (sqlite_read_out(url), sqlite_triggers(url)),
             write=lambda url, read, checked: sqlite_write_in(url, read[0], foreign_keys=checked),
-            stage=lambda url, read: sqlite_staged_in(url, read[0]))
+            stage=lambda url, read: sqlite_staged_in(url, read[0]),
+            counts=lambda read: {t: len(data) for t, (_, data) in read[0].items()})
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     seconds, accepted, refused, plain = run.seconds, run.accepted, run.refused, run.plain
@@ -385,7 +422,10 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"plain executemany with foreign keys {entries / plain[True] / ceiling.b_rate:.3f}, "
         f"without {entries / plain[False] / ceiling.b_rate:.3f}, "
         f"INSERT ... SELECT from staging {entries / run.staged / ceiling.b_rate:.3f} "
-        f"(entries: the {entries:,} rows of tb_entries written).",
+        f"(entries: the {entries:,} rows of tb_entries written); the set-based engine's "
+        f"import {entries / run.set_seconds / ceiling.b_rate:.3f}.",
+        *set_engine_lines(run, len(rows), run.plain[True],
+                          "the plain executemany with foreign keys"),
         "- The plain writes: `INSERT INTO t (columns) VALUES (?, ...)` through sqlite3's "
         "executemany, table by table in foreign-key order, between BEGIN IMMEDIATE and COMMIT "
         "(timed with the COMMIT), on a sqlite3 connection with the library's pragmas "
@@ -411,7 +451,7 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ]
     # --pg-url is the only other argument (unused here): any other value makes a trial.
     save_result("bank-copy-sqlite", "\n".join(lines), trial=args.pg_url != DEFAULT_PG_URL)
-    return 0
+    return 0 if run.set_agreed else 1
 
 
 if __name__ == "__main__":

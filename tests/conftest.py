@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests._databases import MARIADB, POSTGRES, SQLITE, FreshDatabases, backend_of, backends
+from timebank.bank import _io_api
 
 
 @pytest.fixture
@@ -59,3 +60,10 @@ db_url = backends(SQLITE, POSTGRES, MARIADB)
 @pytest.fixture
 def db_backend(db_url: str) -> str:
     return backend_of(db_url)
+
+
+@pytest.fixture(params=("memory", "set"))
+def bulk_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each engine of ``method="bulk"`` in turn as the one imports run."""
+    monkeypatch.setattr(_io_api, "BULK_ENGINE", request.param)
+    return str(request.param)

@@ -26,7 +26,7 @@ from tests.dbdump import dump
 from timebank import errors
 from timebank.bank import Policy, TimeBank, _bulk_history, _set_history
 from timebank.bank._io import HISTORY_COLUMNS, ImportReport, RejectedRow
-from timebank.bank._io_api import ImportMethod
+from timebank.bank._io_api import BulkEngine, ImportMethod
 
 POLICIES = {
     "plain": POLICY,
@@ -157,7 +157,7 @@ def twin_worlds(
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("seed", range(4))
 def test_bulk_and_rows_agree_row_for_row(
-    fresh_db_url_factory: Callable[[str], str], policy: str, seed: int
+    fresh_db_url_factory: Callable[[str], str], policy: str, seed: int, bulk_engine: BulkEngine
 ) -> None:
     rows_world, bulk_world = twin_worlds(fresh_db_url_factory, "sqlite", POLICIES[policy])
     rng = random.Random(seed)
@@ -215,8 +215,11 @@ def unnumbered(row: RejectedRow) -> tuple[int, str, str]:
 
 
 @pytest.mark.postgres
-def test_bulk_and_rows_agree_on_postgres(fresh_db_url_factory: Callable[[str], str]) -> None:
-    """The bulk engine's PostgreSQL path (COPY for large statements, arrays for small)."""
+def test_bulk_and_rows_agree_on_postgres(
+    fresh_db_url_factory: Callable[[str], str], bulk_engine: BulkEngine
+) -> None:
+    """The bulk engines' PostgreSQL paths (COPY for large statements, arrays for small;
+    temporary tables and their statistics)."""
     rows_world, bulk_world = twin_worlds(fresh_db_url_factory, "postgres", POLICIES["capped-pool"])
     rng = random.Random(11)
     keys: list[str] = []
@@ -241,25 +244,33 @@ def test_bulk_and_rows_agree_on_postgres(fresh_db_url_factory: Callable[[str], s
 
 
 def watch_batch_writes(
-    monkeypatch: pytest.MonkeyPatch, record: Callable[[_set_history._Engine], None]
+    monkeypatch: pytest.MonkeyPatch, record: Callable[[sa.Connection], None]
 ) -> None:
-    """Call ``record`` with each bulk batch just before it is written."""
-    write = _set_history._Engine.write
+    """Call ``record`` with each bulk batch's connection just before the batch is written,
+    whichever engine runs."""
+    write = _bulk_history._Batch.write
+    write_set = _set_history._Engine.write
 
-    def watched(batch: _set_history._Engine, dialect: str) -> None:
-        record(batch)
-        write(batch, dialect)
+    def watched(batch: _bulk_history._Batch) -> None:
+        record(batch.conn)
+        write(batch)
 
-    monkeypatch.setattr(_set_history._Engine, "write", watched)
+    def watched_set(batch: _set_history._Engine, dialect: str) -> None:
+        record(batch.conn)
+        write_set(batch, dialect)
+
+    monkeypatch.setattr(_bulk_history._Batch, "write", watched)
+    monkeypatch.setattr(_set_history._Engine, "write", watched_set)
 
 
 def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(
-    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+    bulk_engine: BulkEngine,
 ) -> None:
     world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
     populate(world)
     seen: list[bool] = []
-    watch_batch_writes(monkeypatch, lambda _batch: seen.append(gc.isenabled()))
+    watch_batch_writes(monkeypatch, lambda _conn: seen.append(gc.isenabled()))
     text = history(random.Random(7), world, 60, [])
     was = gc.isenabled()
     gc.enable()
@@ -293,3 +304,49 @@ def test_the_judging_guard_turns_only_the_rules_refusals_into_a_rows() -> None:
         raise KeyError("a bug, not a refusal")
     with _bulk_history._refusing:
         pass  # nothing raised: nothing to turn
+
+
+@pytest.mark.parametrize("method", ["bulk", "rows"])
+def test_an_import_releases_expired_holds_before_judging(
+    fresh_db_url_factory: Callable[[str], str], bulk_engine: BulkEngine, method: ImportMethod
+) -> None:
+    """Minutes held on a member's account count against a redemption until the hold
+    expires; then the import releases it first (under the account's lock, as every write
+    of the ledger does) and the same redemption passes."""
+    world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
+    populate(world)
+    bank, m = world.bank, world.members
+    try:
+        start = world.clock.now - timedelta(hours=3)
+        service = (
+            f"s1,service,{m['wang']},{m['grandma']},xinyuan-sw,body_care,"
+            f"{start.isoformat()},{(start + timedelta(minutes=120)).isoformat()},"
+        )
+        header = ",".join(HISTORY_COLUMNS)
+        assert imported(bank, f"{header}\n{service}\n", "bulk", None, False).applied == 1
+        code = bank.member(m["wang"]).account
+        earned = bank.ledger.balance(code).posted_minutes
+        hold = bank.ledger.hold(
+            "h1", debit=code, credit=bank.member(m["li"]).account, amount_minutes=earned - 10,
+            code="test", operator="admin", expires_at=world.clock.now + timedelta(hours=1),
+        )
+
+        def redemption(key: str) -> str:
+            when = (world.clock.now - timedelta(minutes=5)).isoformat()
+            row = f"{key},redemption,{m['wang']},,sunrise,body_care,{when},,{earned - 5}"
+            return f"{header}\n{row}\n"
+
+        held = imported(bank, redemption("r1"), method, None, True)
+        assert held.applied == 0
+        assert [r.reason for r in held.rejected] == [
+            f"member {m['wang']} has 10 minutes available, not the {earned - 5} this "
+            "redemption takes"
+        ]
+        world.clock.advance(hours=2)
+        freed = imported(bank, redemption("r2"), method, None, False)
+        assert (freed.applied, freed.rejected) == (1, ())
+        assert bank.ledger.get_hold(hold.id).status == "expired"
+        assert bank.ledger.balance(code).posted_minutes == 5
+        assert bank.ledger.verify().ok
+    finally:
+        bank.dispose()

@@ -20,7 +20,7 @@ from tests.clocks import Clock
 from tests.test_bank_import_bulk import history, imported, populate, watch_batch_writes
 from timebank import Ledger, _entries
 from timebank._db import PLANNED_EACH_TIME_MIN, planned_each_time
-from timebank.bank import _set_history
+from timebank.bank._io_api import BulkEngine
 from timebank.models import AccountSpec, TransferCommand
 
 
@@ -113,16 +113,17 @@ def test_a_batch_of_postings_is_planned_each_time_and_a_few_are_not(postgres_url
 
 @pytest.mark.postgres
 def test_a_bulk_import_batch_is_planned_each_time(
-    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+    bulk_engine: BulkEngine,
 ) -> None:
     world = build(fresh_db_url_factory("postgres"), Clock(), POLICY)
     populate(world)
     seen: list[Any] = []
     drivers: list[Any] = []
 
-    def record(batch: _set_history._Engine) -> None:
-        seen.append(_threshold(batch.conn))
-        drivers.append(batch.conn.connection.driver_connection)
+    def record(conn: sa.Connection) -> None:
+        seen.append(_threshold(conn))
+        drivers.append(conn.connection.driver_connection)
 
     watch_batch_writes(monkeypatch, record)
     try:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from timebank import errors
 from timebank._bulk import RawMany, binary_parameters, driver_execute
-from timebank.limits import SQL_CHUNK_ROWS
+from timebank.limits import ATTEMPTS_MAX, SQL_CHUNK_ROWS
 from timebank.schema import accounts, holds
 
 
@@ -237,6 +237,29 @@ def lock_ids(
     conn: Connection, ids: Iterable[int], now: datetime, *, expired: list[int] | None = None
 ) -> dict[str, LockedAccount]:
     return lock(conn, _codes_of(conn, ids), now, expired=expired)
+
+
+def lock_releasing_holds(
+    conn: Connection, ids: Iterable[int], now: datetime
+) -> dict[str, LockedAccount]:
+    """:func:`lock_ids` for a bulk writer that reads the accounts itself: holds past their
+    expiry are released and the accounts written back at once, and the locks are taken
+    again with the accounts those holds name when they were not among ``ids``
+    (:class:`LockMore`), each attempt under a savepoint."""
+    wanted = list(ids)
+    extra: frozenset[str] = frozenset()
+    for _attempt in range(ATTEMPTS_MAX):
+        token = EXTRA_LOCKS.set(extra)
+        try:
+            with conn.begin_nested():
+                locked = lock_ids(conn, wanted, now)
+                write_back(conn, locked.values())
+                return locked
+        except LockMore as more:
+            extra |= more.codes
+        finally:
+            EXTRA_LOCKS.reset(token)
+    raise errors.ConcurrencyError("expired holds kept naming more accounts; retry")
 
 
 def release_expired_holds(conn: Connection, locked: dict[str, LockedAccount], now: datetime) -> int:

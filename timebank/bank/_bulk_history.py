@@ -15,9 +15,11 @@ statement (``COPY`` on PostgreSQL).
 Why a pass in memory rather than staging tables and set-based SQL: it calls the row engine's
 own rule functions and builds its errors, so the two engines cannot drift apart. The rules
 that look sequential (first in, first out over lots; refusals that depend on the rows
-accepted before them) do not rule set-based SQL out: ``benchmarks/set_based_spike.py``
-decides them in a few rounds a batch, exactly as this engine does on W, and BENCHMARKS.md
-estimates what such an import would gain (issue 10's design, not built).
+accepted before them) do not rule set-based SQL out: :mod:`timebank.bank._set_history`
+(issue 10's design) judges them, and writes every row, by SQL in the database, reusing this
+class for the rules that depend on no earlier row. It is proven against the row engine
+as this one is; this one stays the default while it is the faster (BENCHMARKS.md, "The
+set-based import").
 
 Ids that rows refer to (services: the key of their deposit entry; lots: their uses and the
 lots a gift makes from them) are reserved up front, so it runs where ids can be reserved:
@@ -47,7 +49,7 @@ from sqlalchemy import (
     update,
 )
 
-from timebank import _collector, errors
+from timebank import _accounts, _collector, errors
 from timebank._accounts import limit_refusal
 from timebank._bulk import RawMany, bulk_insert, can_reserve_ids, reserve_ids
 from timebank._db import in_values, planned_each_time
@@ -371,7 +373,20 @@ class _Batch:
         ids = {m.account_id for m in self.members.values()}
         ids |= {s.issued_account_id for s in self.sites.values()}
         ids |= {s.redeemed_account_id for s in self.sites.values()}
+        ids.discard(None)
         self.accounts: dict[int, _Account] = {}
+        # Holds past their expiry no longer count: released first, as the ledger releases
+        # them under its locks before it checks (the row engine's checks see them gone).
+        due = self.conn.execute(
+            select(accounts.c.id)
+            .where(
+                in_values(self.conn, accounts.c.id, sorted(ids)),
+                accounts.c.next_hold_expiry_at <= self.act.tx.clock(),
+            )
+            .limit(1)
+        ).first()
+        if due is not None:
+            _accounts.lock_releasing_holds(self.conn, ids, self.act.tx.clock())
         self._read_accounts(ids)
 
     def _read_accounts(self, ids: Iterable[int | None]) -> None:

@@ -9,7 +9,7 @@ from typing import Literal, TextIO, TypeVar
 
 from sqlalchemy import Connection
 
-from timebank.bank import _io, _set_history
+from timebank.bank import _bulk_history, _io, _set_history
 from timebank.bank._ctx import Act
 from timebank.bank._io import (
     EXPORT_COLUMNS,
@@ -27,6 +27,20 @@ from timebank.ledger import Ledger
 T = TypeVar("T")
 ImportMethod = Literal["bulk", "rows"]
 IMPORT_METHODS: tuple[ImportMethod, ...] = ("bulk", "rows")
+BulkEngine = Literal["memory", "set"]
+_Apply = Callable[..., _io.BatchOutcome]
+#: The engines of ``method="bulk"``, both proven against the row engine
+#: (tests/test_bank_import_bulk.py): ``memory`` judges a batch in Python and writes it in
+#: many-row statements (``_bulk_history``); ``set`` judges and writes it by SQL in the
+#: database (``_set_history``, issue 10's design).
+BULK_ENGINES: dict[BulkEngine, tuple[Callable[[Connection], bool], _Apply]] = {
+    "memory": (_bulk_history.supported, _bulk_history.apply_batch),
+    "set": (_set_history.supported, _set_history.apply_batch),
+}
+#: The one ``method="bulk"`` runs: the in-memory engine, faster on both databases as
+#: measured so far (BENCHMARKS.md, "The set-based import"); the set-based one is chosen
+#: here by benchmarks and tests.
+BULK_ENGINE: BulkEngine = "memory"
 
 
 class IOMixin:
@@ -175,8 +189,9 @@ class IOMixin:
         operator, confirmer = operators
 
         def apply(act: Act) -> _io.BatchOutcome:
-            if method == "bulk" and _set_history.supported(act.conn):
-                return _set_history.apply_batch(
+            supported, apply_bulk = BULK_ENGINES[BULK_ENGINE]
+            if method == "bulk" and supported(act.conn):
+                return apply_bulk(
                     act, programme, batch, operator, confirmer, skip_rejected=skip
                 )
             return _io.apply_batch(act, programme, batch, operator, confirmer, skip_rejected=skip)
