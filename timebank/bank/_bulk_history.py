@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -64,7 +64,7 @@ from timebank.bank._io import (
     short_of_minutes,
 )
 from timebank.bank._org import Actor, actor, permit
-from timebank.bank.models import Policy, Role
+from timebank.bank.models import Policy, Role, ServiceType
 from timebank.bank.schema import (
     confirmations,
     gifts,
@@ -246,6 +246,19 @@ class _Writes:
     pool_lots: list[tuple[int, int, int, date, int]] = field(default_factory=list)
     redemptions: list[tuple[Any, ...]] = field(default_factory=list)  # entry index last
     gifts: list[tuple[Any, ...]] = field(default_factory=list)  # entry index last
+
+
+class ServiceFacts(NamedTuple):
+    """What a service's first rules found: its site, policy, credit and people."""
+
+    site: Row[Any]
+    version: int
+    policy: Policy
+    kind: ServiceType
+    raw: int
+    credited: int
+    volunteer: Row[Any]
+    recipients: list[int]
 
 
 class _Refused(Exception):
@@ -657,13 +670,16 @@ class _Batch:
             return self.redemption(row)
         return self.gift(row)
 
-    def service(self, row: HistoryRow) -> bool:
+    def service_parties(self, row: HistoryRow) -> ServiceFacts | None:
+        """A service's rules that depend on no earlier row and come before the overlap, in
+        the engines' order; None for a replay."""
         site = self.site(row.site)
         self.authorize(self.operator, "recorder", site)
         assert row.ended_at is not None, "a service row has its end"
         stored = self.stored["service"].get(row.key)
         if stored is not None:
-            return self._service_replay(row, stored, site)
+            self._service_replay(row, stored, site)
+            return None
         version, policy = self.policy_at(row.started_at)
         with _refusing:
             _services.check_shape(
@@ -675,17 +691,33 @@ class _Batch:
         volunteer = self.member(row.member)
         recipients = sorted(set(row.recipients))
         self._service_people(volunteer, recipients)
-        self._overlap(row)
+        return ServiceFacts(site, version, policy, kind, raw, credited, volunteer, recipients)
+
+    def confirmable(self, site: Row[Any], policy: Policy) -> None:
+        """The confirmations' rights (after the overlap, in the engines' order)."""
         if policy.confirmations_required == 2:
             self.authorize(self.operator, "recorder", site)
         self.authorize(self.confirmer, "confirmer", site)
-        split = self._deposit_split(site, volunteer, credited)
+
+    @staticmethod
+    def file_minutes(row: HistoryRow, credited: int) -> None:
+        """The file's minutes, when it gives them, against the credit (checked last)."""
         if row.minutes is not None and row.minutes != credited:
             raise _Refused(
                 errors.InvalidInputError(
                     f"the service credits {credited} minutes, not the {row.minutes} of the file"
                 )
             )
+
+    def service(self, row: HistoryRow) -> bool:
+        facts = self.service_parties(row)
+        if facts is None:
+            return False
+        site, version, policy, kind, raw, credited, volunteer, recipients = facts
+        self._overlap(row)
+        self.confirmable(site, policy)
+        split = self._deposit_split(site, volunteer, credited)
+        self.file_minutes(row, credited)
         # Every check passed: from here on the row changes the batch's state.
         service_id = self._deposit(row, site, volunteer, policy, (credited, *split))
         self._service_rows(
@@ -914,7 +946,11 @@ class _Batch:
             self._service_ids = reserve_ids(self.conn, services, count)[::-1]
         return self._service_ids.pop()
 
-    def redemption(self, row: HistoryRow) -> bool:
+    def redemption_parties(
+        self, row: HistoryRow
+    ) -> tuple[Row[Any], Row[Any], Row[Any]] | None:
+        """A redemption's rules that depend on no earlier row, in the engines' order: its
+        site, member and recipient, or None for a replay."""
         site = self.site(row.site)
         self.authorize(self.operator, "redeemer", site)
         member = self.member(row.member)
@@ -935,7 +971,7 @@ class _Batch:
                 fields.append("programme")
             if fields:
                 raise _Refused(errors.IdempotencyConflictError(row.key, fields))
-            return False
+            return None
         if row.started_at > self.act.now:
             raise _Refused(
                 errors.InvalidInputError("a redemption is recorded when the care was given")
@@ -949,6 +985,13 @@ class _Batch:
             )
         recipient = self.member(recipient_id)
         self._redemption_people(member, recipient, policy, row.started_at)
+        return site, member, recipient
+
+    def redemption(self, row: HistoryRow) -> bool:
+        parties = self.redemption_parties(row)
+        if parties is None:
+            return False
+        site, member, recipient = parties
         assert row.minutes is not None
         legs = {member.account_id: -row.minutes, site.redeemed_account_id: row.minutes}
         self._pay(row, legs)
@@ -1008,7 +1051,9 @@ class _Batch:
                 born=lambda: self.born[recipient.id],
             )
 
-    def gift(self, row: HistoryRow) -> bool:
+    def gift_parties(self, row: HistoryRow) -> tuple[Row[Any], Row[Any], Policy] | None:
+        """A gift's rules that depend on no earlier row, in the engines' order: its giver,
+        receiver and policy, or None for a replay."""
         giver = self.member(row.member)
         if giver.programme_id != self.programme.id:
             raise _Refused(errors.BankObjectNotFoundError("member", giver.id))
@@ -1021,12 +1066,19 @@ class _Batch:
             fields = _gifts.replay_differences(stored, wanted, row.started_at)
             if fields:
                 raise _Refused(errors.IdempotencyConflictError(row.key, fields))
-            return False
+            return None
         if row.started_at > self.act.now:
             raise _Refused(errors.InvalidInputError("a gift is recorded when it was given"))
         receiver = self.member(receiver_id)
         _, policy = self.policy_at(row.started_at)
         self._gift_people(giver, receiver, policy)
+        return giver, receiver, policy
+
+    def gift(self, row: HistoryRow) -> bool:
+        parties = self.gift_parties(row)
+        if parties is None:
+            return False
+        giver, receiver, policy = parties
         assert row.minutes is not None
         self._yearly_limit(row, policy)
         self._room(receiver, row.minutes, self.policy_now[1])

@@ -65,8 +65,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable, Index
 from timebank import _accounts, _collector, errors
 from timebank._bulk import bulk_insert, reserve_ids
 from timebank._db import in_values, planned_each_time
-from timebank.bank import _gifts, _services
-from timebank.bank._bulk_history import _LOTS_LEFT, _Batch, _Refused, _refusing
+from timebank.bank import _gifts
+from timebank.bank._bulk_history import _LOTS_LEFT, _Account, _Batch, _Refused
 from timebank.bank._ctx import Act
 from timebank.bank._io import (
     BatchOutcome,
@@ -483,6 +483,38 @@ WHERE kind = 'g' AND gift_limit IS NOT NULL
 # --- SQL of the lots ---------------------------------------------------------------------
 
 _ACCEPTED: Final = f"SELECT * FROM tb_import_stage WHERE {_STANDING}"
+def _matching(*, stop: str, outs: str, lots: str) -> str:
+    """Minutes out matched to open lots first in, first out: the lot uses are where the
+    running sums of the lots (in their order) and of the minutes out (in file order)
+    overlap. ``outs`` joins the minutes out (``e``) to the members and rows taken, after
+    the CTEs ``stop`` may begin; ``lots`` joins and filters the open lots (``l``)."""
+    return f"""
+    INSERT INTO tb_import_seg (seq, member, tid, part, kind)
+    WITH {stop} outs AS MATERIALIZED (
+        SELECT e.member, e.seq, e.minutes,
+               sum(e.minutes) OVER (PARTITION BY e.member ORDER BY e.seq
+                                    ROWS UNBOUNDED PRECEDING) - e.minutes AS lo
+        FROM tb_import_ev e {outs}
+        WHERE e.kind = 'o'
+    ), open AS MATERIALIZED (
+        SELECT l.tid, l.member, l.remaining,
+               sum(l.remaining) OVER (PARTITION BY l.member
+                                      ORDER BY l.earned_on, l.cseq, l.piece
+                                      ROWS UNBOUNDED PRECEDING) - l.remaining AS lo
+        FROM tb_import_lot l {lots}
+    )
+    SELECT o.seq, o.member, l.tid,
+           CASE WHEN o.lo + o.minutes < l.lo + l.remaining
+                THEN o.lo + o.minutes ELSE l.lo + l.remaining END
+           - CASE WHEN o.lo > l.lo THEN o.lo ELSE l.lo END,
+           s.kind
+    FROM open l
+    JOIN outs o ON o.member = l.member
+         AND l.lo < o.lo + o.minutes AND o.lo < l.lo + l.remaining
+    JOIN tb_import_stage s ON s.seq = o.seq
+    """
+
+
 _LOT_SETUP = (
     # The payers' open lots (stored ones sort first among a day's, by id).
     """
@@ -530,40 +562,20 @@ _LOT_ROUND = (
     "WHERE tb_import_prog.member = a.member",
     # 2. Each member's run of minutes out up to its next arrival, from its open lots first
     #    in, first out: where the running sums of the lots and of the minutes out overlap.
-    """
-    INSERT INTO tb_import_seg (seq, member, tid, part, kind)
-    WITH stop AS (
-        SELECT p.member, p.p,
-               coalesce(min(e.seq) FILTER (WHERE e.kind <> 'o'), 2147483647) AS stop
-        FROM tb_import_prog p JOIN tb_import_ev e ON e.member = p.member AND e.seq > p.p
-        GROUP BY p.member, p.p
-    ), outs AS MATERIALIZED (
-        SELECT e.member, e.seq, e.minutes,
-               sum(e.minutes) OVER (PARTITION BY e.member ORDER BY e.seq
-                                    ROWS UNBOUNDED PRECEDING) - e.minutes AS lo
-        FROM tb_import_ev e JOIN stop s ON s.member = e.member AND e.seq > s.p AND e.seq < s.stop
-        WHERE e.kind = 'o'
-    ), open AS MATERIALIZED (
-        SELECT l.tid, l.member, l.remaining,
-               sum(l.remaining) OVER (PARTITION BY l.member
-                                      ORDER BY l.earned_on, l.cseq, l.piece
-                                      ROWS UNBOUNDED PRECEDING) - l.remaining AS lo
-        FROM tb_import_lot l JOIN tb_import_prog p ON p.member = l.member
-        -- Only lots that have arrived: a giver may have made the lots of a gift this
-        -- member has not passed yet.
-        WHERE l.remaining > 0 AND l.cseq <= p.p
-          AND l.member IN (SELECT member FROM outs)
-    )
-    SELECT o.seq, o.member, l.tid,
-           CASE WHEN o.lo + o.minutes < l.lo + l.remaining
-                THEN o.lo + o.minutes ELSE l.lo + l.remaining END
-           - CASE WHEN o.lo > l.lo THEN o.lo ELSE l.lo END,
-           s.kind
-    FROM open l
-    JOIN outs o ON o.member = l.member
-         AND l.lo < o.lo + o.minutes AND o.lo < l.lo + l.remaining
-    JOIN tb_import_stage s ON s.seq = o.seq
-    """,
+    _matching(
+        stop="""
+        stop AS (
+            SELECT p.member, p.p,
+                   coalesce(min(e.seq) FILTER (WHERE e.kind <> 'o'), 2147483647) AS stop
+            FROM tb_import_prog p JOIN tb_import_ev e ON e.member = p.member AND e.seq > p.p
+            GROUP BY p.member, p.p
+        ),""",
+        outs="JOIN stop s ON s.member = e.member AND e.seq > s.p AND e.seq < s.stop",
+        # Only lots that have arrived: a giver may have made the lots of a gift this
+        # member has not passed yet.
+        lots="""JOIN tb_import_prog p ON p.member = l.member
+        WHERE l.remaining > 0 AND l.cseq <= p.p AND l.member IN (SELECT member FROM outs)""",
+    ),
     """
     UPDATE tb_import_lot SET remaining = remaining - u.taken
     FROM (SELECT tid, sum(part) AS taken FROM tb_import_seg GROUP BY tid) AS u
@@ -622,32 +634,11 @@ _FAST = (
     JOIN tb_import_stage s ON s.seq = e.seq
     WHERE e.kind = 'd'
     """,
-    """
-    INSERT INTO tb_import_seg (seq, member, tid, part, kind)
-    WITH outs AS MATERIALIZED (
-        SELECT e.member, e.seq, e.minutes,
-               sum(e.minutes) OVER (PARTITION BY e.member ORDER BY e.seq
-                                    ROWS UNBOUNDED PRECEDING) - e.minutes AS lo
-        FROM tb_import_ev e JOIN tb_import_fast f ON f.member = e.member
-        WHERE e.kind = 'o'
-    ), open AS MATERIALIZED (
-        SELECT l.tid, l.member, l.remaining,
-               sum(l.remaining) OVER (PARTITION BY l.member
-                                      ORDER BY l.earned_on, l.cseq, l.piece
-                                      ROWS UNBOUNDED PRECEDING) - l.remaining AS lo
-        FROM tb_import_lot l JOIN tb_import_fast f ON f.member = l.member
-        WHERE l.remaining > 0
-    )
-    SELECT o.seq, o.member, l.tid,
-           CASE WHEN o.lo + o.minutes < l.lo + l.remaining
-                THEN o.lo + o.minutes ELSE l.lo + l.remaining END
-           - CASE WHEN o.lo > l.lo THEN o.lo ELSE l.lo END,
-           s.kind
-    FROM open l
-    JOIN outs o ON o.member = l.member
-         AND l.lo < o.lo + o.minutes AND o.lo < l.lo + l.remaining
-    JOIN tb_import_stage s ON s.seq = o.seq
-    """,
+    _matching(
+        stop="",
+        outs="JOIN tb_import_fast f ON f.member = e.member",
+        lots="JOIN tb_import_fast f ON f.member = l.member WHERE l.remaining > 0",
+    ),
 )
 #: Past their last event: the rounds leave them be.
 _FAST_DONE = """
@@ -874,24 +865,11 @@ class _Plan(_Batch):
         return self._plan_gift(seq, row)
 
     def _plan_service(self, seq: int, row: HistoryRow) -> _Staged | None:
-        site = self.site(row.site)
-        self.authorize(self.operator, "recorder", site)
-        assert row.ended_at is not None, "a service row has its end"
-        stored = self.stored["service"].get(row.key)
-        if stored is not None:
-            self._service_replay(row, stored, site)
+        facts = self.service_parties(row)
+        if facts is None:
             return None
-        version, policy = self.policy_at(row.started_at)
-        with _refusing:
-            _services.check_shape(
-                site, row.started_at, row.ended_at, self.act.now, row.recipients, row.member
-            )
-            kind, raw, credited = _services.credit(
-                policy, version, row.service_type, row.started_at, row.ended_at
-            )
-        volunteer = self.member(row.member)
-        recipients = tuple(sorted(set(row.recipients)))
-        self._service_people(volunteer, list(recipients))
+        site, version, policy, kind, raw, credited, volunteer, recipients = facts
+        assert row.ended_at is not None, "a service row has its end"
         late_after, late = self._late(row, site, policy, credited)
         region, pool = self.pools.get(volunteer.id, (None, None))
         earned_on = policy.local_date(row.ended_at)
@@ -906,61 +884,28 @@ class _Plan(_Batch):
             int(policy.confirmations_required == 2), None, None, None, late_after, late,
             None, None, credited,
         )  # fmt: skip
-        return _Staged(values, recipients)
+        return _Staged(values, tuple(recipients))
 
     def _late(
         self, row: HistoryRow, site: Any, policy: Policy, credited: int
     ) -> tuple[int, str | None]:
-        """The refusals of this part the engines check after the overlap (the confirmer's
-        right) or after the accounts' limits (the file's minutes)."""
+        """The refusals of this part the engines check after the overlap (the confirmations'
+        rights) or after the accounts' limits (the file's minutes)."""
         try:
-            if policy.confirmations_required == 2:
-                self.authorize(self.operator, "recorder", site)
-            self.authorize(self.confirmer, "confirmer", site)
+            self.confirmable(site, policy)
         except _Refused as refused:
             return 1, refused.reason
-        if row.minutes is not None and row.minutes != credited:
-            return 2, str(
-                errors.InvalidInputError(
-                    f"the service credits {credited} minutes, not the {row.minutes} of the file"
-                )
-            )
+        try:
+            self.file_minutes(row, credited)
+        except _Refused as refused:
+            return 2, refused.reason
         return 0, None
 
     def _plan_redemption(self, seq: int, row: HistoryRow) -> _Staged | None:
-        site = self.site(row.site)
-        self.authorize(self.operator, "redeemer", site)
-        member = self.member(row.member)
-        recipient_id = row.recipients[0] if row.recipients else row.member
-        stored = self.stored["redemption"].get(row.key)
-        if stored is not None:
-            wanted = {
-                "member_id": row.member,
-                "recipient_id": recipient_id,
-                "service_type": row.service_type,
-                "minutes": row.minutes,
-                "occurred_at": row.started_at,
-                "site_id": site.id,
-            }
-            fields = [n for n, v in wanted.items() if getattr(stored, n) != v]
-            if stored.programme_id != self.programme.id:
-                fields.append("programme")
-            if fields:
-                raise _Refused(errors.IdempotencyConflictError(row.key, fields))
+        parties = self.redemption_parties(row)
+        if parties is None:
             return None
-        if row.started_at > self.act.now:
-            raise _Refused(
-                errors.InvalidInputError("a redemption is recorded when the care was given")
-            )
-        _, policy = self.policy_at(row.started_at)
-        if row.service_type not in policy.service_types:
-            raise _Refused(
-                errors.PolicyViolationError(
-                    f"service type {row.service_type!r} is not in the catalogue"
-                )
-            )
-        recipient = self.member(recipient_id)
-        self._redemption_people(member, recipient, policy, row.started_at)
+        site, member, recipient = parties
         assert row.minutes is not None
         values = (
             seq, "r", row.key, member.id, recipient.id, member.account_id, None, site.id,
@@ -973,23 +918,10 @@ class _Plan(_Batch):
         return _Staged(values, ())
 
     def _plan_gift(self, seq: int, row: HistoryRow) -> _Staged | None:
-        giver = self.member(row.member)
-        if giver.programme_id != self.programme.id:
-            raise _Refused(errors.BankObjectNotFoundError("member", giver.id))
-        self.authorize(self.operator, "recorder", self._home_site(giver))
-        receiver_id = row.recipients[0]
-        stored = self.stored["gift"].get(row.key)
-        if stored is not None:
-            wanted = {"giver_id": row.member, "receiver_id": receiver_id, "minutes": row.minutes}
-            fields = _gifts.replay_differences(stored, wanted, row.started_at)
-            if fields:
-                raise _Refused(errors.IdempotencyConflictError(row.key, fields))
+        parties = self.gift_parties(row)
+        if parties is None:
             return None
-        if row.started_at > self.act.now:
-            raise _Refused(errors.InvalidInputError("a gift is recorded when it was given"))
-        receiver = self.member(receiver_id)
-        _, policy = self.policy_at(row.started_at)
-        self._gift_people(giver, receiver, policy)
+        giver, receiver, policy = parties
         assert row.minutes is not None
         limit = policy.gift_yearly_limit_minutes
         year = _gifts.calendar_year(row.started_at, policy) if limit is not None else (None, None)
@@ -1238,29 +1170,15 @@ def _limit_refusal(row: HistoryRow, given: int, limit: int) -> errors.TimebankEr
     raise errors.IntegrityViolationError(f"row {row.line}: the gift limit finds nothing wrong")
 
 
-@dataclass(slots=True)
-class _Leg:
-    """An account as the ledger's limit check reads it, at the leg that failed."""
-
-    code: str
-    floor_minutes: int | None
-    ceiling_minutes: int | None
-    posted_minutes: int
-    held_out_minutes: int
-    held_in_minutes: int
-
-
 def _leg_refusal(row: HistoryRow, r: Any) -> errors.TimebankError | str:
-    """The ledger's refusal of a leg (the account's state, then its limits); a payment
-    short of minutes worded as the engines word it."""
-    if r.status != "open":
-        return errors.AccountStateError(f"account {r.code!r} is {r.status}")
-    leg = _Leg(r.code, r.floor_minutes, r.ceiling_minutes, int(r.before), r.held_out_minutes,
-               r.held_in_minutes)  # fmt: skip
-    refusal = _accounts.limit_refusal(leg, int(r.amount))
+    """The ledger's refusal of a leg (the account's state, then its limits), as the
+    in-memory engine builds it; a payment short of minutes worded as the engines word it."""
+    account = _Account(0, r.code, r.status, r.floor_minutes, r.ceiling_minutes, int(r.before),
+                       r.held_out_minutes, r.held_in_minutes)  # fmt: skip
+    refusal = account.refusal(int(r.amount))
     if refusal is None:
         raise errors.IntegrityViolationError(f"row {row.line}: its accounts find nothing wrong")
-    if row.kind != "service" and r.n == 1:
+    if isinstance(refusal, errors.LimitExceededError) and row.kind != "service" and r.n == 1:
         return short_of_minutes(row, refusal.available_minutes)
     return refusal
 
