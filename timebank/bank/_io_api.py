@@ -37,9 +37,9 @@ BULK_ENGINES: dict[BulkEngine, tuple[Callable[[Connection], bool], _Apply]] = {
     "memory": (_bulk_history.supported, _bulk_history.apply_batch),
     "set": (_set_history.supported, _set_history.apply_batch),
 }
-#: The one ``method="bulk"`` runs: the in-memory engine, faster on both databases as
-#: measured so far (BENCHMARKS.md, "The set-based import"); the set-based one is chosen
-#: here by benchmarks and tests.
+#: The one ``method="bulk"`` runs: the in-memory engine, faster on PostgreSQL and as fast
+#: on SQLite as measured so far (BENCHMARKS.md, "The set-based import, built"); the
+#: set-based one is chosen here by benchmarks and tests.
 BULK_ENGINE: BulkEngine = "memory"
 
 

@@ -40,7 +40,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cache
 from typing import Any, Final
 
@@ -430,29 +430,27 @@ WHERE s.refused = 1 OR s.late_after > 0
 ORDER BY j.seq
 """
 
-#: Locked in the ledger's order (code, byte by byte): their latest posting and whether a
-#: hold on one has expired.
+#: The batch's accounts locked in the ledger's order (code, byte by byte; on SQLite the
+#: transaction holds the database's write lock): their latest posting.
 _LOCK_SQL: Final = {
     "postgresql": """
-    SELECT max(last_recorded_at) AS latest, count(next_hold_expiry_at) AS due FROM (
-        SELECT a.last_recorded_at,
-               CASE WHEN a.next_hold_expiry_at <= :now THEN 1 END AS next_hold_expiry_at
-        FROM tb_accounts a WHERE @ANY(a.id, account_ids)@
+    SELECT max(last_recorded_at) AS latest FROM (
+        SELECT a.last_recorded_at FROM tb_accounts a WHERE @ANY(a.id, account_ids)@
         ORDER BY a.code COLLATE "C" FOR UPDATE
     ) AS locked
     """,
-    "sqlite": """
-    SELECT max(a.last_recorded_at) AS latest,
-           count(CASE WHEN a.next_hold_expiry_at <= :now THEN 1 END) AS due
-    FROM tb_accounts a WHERE @ANY(a.id, account_ids)@
-    """,
+    "sqlite": "SELECT max(a.last_recorded_at) AS latest FROM tb_accounts a "
+    "WHERE @ANY(a.id, account_ids)@",
 }
 _LOCK: Final = {
-    name: text(_dialect_sql(sql, name))
-    .bindparams(bindparam("now", type_=UTCDateTime()))
-    .columns(latest=UTCDateTime(), due=Integer())
+    name: text(_dialect_sql(sql, name)).columns(latest=UTCDateTime())
     for name, sql in _LOCK_SQL.items()
 }
+#: Whether a hold on one of them has expired (read without locking).
+_DUE: Final = """
+SELECT count(*) FROM tb_accounts a
+WHERE @ANY(a.id, account_ids)@ AND a.next_hold_expiry_at <= :now
+"""
 _COPY_ACCOUNTS: Final = """
 INSERT INTO tb_import_acct (id, code, status, floor_minutes, ceiling_minutes, posted_minutes,
                             held_out_minutes, held_in_minutes)
@@ -1004,12 +1002,12 @@ class _Engine:
         """Lock every account a staged row may post to, in the ledger's order (on SQLite the
         transaction holds the database's write lock), then copy them for the rounds. Holds
         past their expiry are released first, by the ledger's own code (their minutes count
-        in the limits); the batch's entries are recorded no earlier than any of the
-        accounts' last postings, as the ledger records them."""
-        found = self.conn.execute(_LOCK[self.conn.dialect.name], self.params).one()
-        latest, due = found
-        if due:
-            latest = self._release_holds()
+        in the limits), before this locks any (the ledger's code locks in its order, with
+        the accounts those holds name); the batch's entries are recorded no earlier than any
+        of the accounts' last postings, as the ledger records them."""
+        if self.rows(_DUE)[0][0]:
+            _accounts.lock_releasing_holds(self.conn, self._account_ids(), self.act.tx.clock())
+        latest = self.conn.execute(_LOCK[self.conn.dialect.name], self.params).scalar_one()
         clock = self.act.tx.clock()
         self.params["recorded"] = clock if latest is None else max(clock, latest)
         self.run(_COPY_ACCOUNTS)
@@ -1020,13 +1018,6 @@ class _Engine:
         found = {v for s in self.staged for v in (s.values[5], s.values[6], *s.values[8:10])}
         found.discard(None)
         return found
-
-    def _release_holds(self) -> datetime | None:
-        locked = _accounts.lock_releasing_holds(
-            self.conn, self._account_ids(), self.act.tx.clock()
-        )
-        latest = [a.last_recorded_at for a in locked.values() if a.last_recorded_at is not None]
-        return max(latest, default=None)
 
     # --- judging ---------------------------------------------------------------------------
 
