@@ -941,7 +941,6 @@ class _Engine:
     def __init__(self, act: Act, plan: _Plan, staged: list[_Staged]) -> None:
         self.act = act
         self.conn = act.conn
-        self.plan = plan
         self.staged = staged
         self.rows_by_seq: dict[int, HistoryRow] = {}
         self.staged_by_seq = {s.values[0]: s for s in staged}
@@ -976,7 +975,6 @@ class _Engine:
             # The recursive query's estimates run to millions of rows: past the server's JIT
             # threshold, compiling took 95 ms of a 170 ms round (for the batch only).
             self.conn.exec_driver_sql("SET LOCAL jit = off")
-        if dialect == "postgresql":
             # One round trip (psycopg runs several statements given without parameters);
             # the tables are emptied at every commit, and a rollback takes their rows.
             self.conn.exec_driver_sql(";\n".join(_setup_sql(self.conn.dialect)))
