@@ -389,24 +389,21 @@ class _Batch:
         ids.discard(None)
         self.accounts: dict[int, _Account] = {}
         # Holds past their expiry no longer count: released first, as the ledger releases
-        # them under its locks before it checks (the row engine's checks see them gone).
-        due = self.conn.execute(
-            select(accounts.c.id)
-            .where(
-                in_values(self.conn, accounts.c.id, sorted(ids)),
-                accounts.c.next_hold_expiry_at <= self.act.tx.clock(),
-            )
-            .limit(1)
-        ).first()
-        if due is not None:
+        # them under its locks before it checks (the row engine's checks see them gone);
+        # the accounts are then read again.
+        if self._read_accounts(ids):
             _accounts.lock_releasing_holds(self.conn, ids, self.act.tx.clock())
-        self._read_accounts(ids)
+            self.accounts = {}
+            self._read_accounts(ids)
 
-    def _read_accounts(self, ids: Iterable[int | None]) -> None:
+    def _read_accounts(self, ids: Iterable[int | None]) -> bool:
+        """Read the accounts not read yet; whether a hold on one of them has expired."""
         # None: an institution's issue account (it issues nothing); _chunks leaves it out.
         cols = accounts.c
+        now = self.act.tx.clock()
+        due = False
         for chunk in self._chunks(i for i in ids if i not in self.accounts):
-            for r in self.conn.execute(
+            for *r, expiry in self.conn.execute(
                 select(
                     cols.id,
                     cols.code,
@@ -416,9 +413,12 @@ class _Batch:
                     cols.posted_minutes,
                     cols.held_out_minutes,
                     cols.held_in_minutes,
+                    cols.next_hold_expiry_at,
                 ).where(self._in(cols.id, chunk))
             ).all():
-                self.accounts[r.id] = _Account(*r)
+                self.accounts[r[0]] = _Account(*r)
+                due = due or (expiry is not None and expiry <= now)
+        return due
 
     def _load_keys(self) -> None:
         self.stored: dict[str, dict[str, Row[Any]]] = {"service": {}, "redemption": {}, "gift": {}}

@@ -37,8 +37,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -938,11 +937,13 @@ class _Plan(_Batch):
 class _Engine:
     """One batch through the database: staged, locked, judged in rounds, written."""
 
-    def __init__(self, act: Act, plan: _Plan, staged: list[_Staged]) -> None:
+    def __init__(
+        self, act: Act, plan: _Plan, rows: Sequence[HistoryRow], staged: list[_Staged]
+    ) -> None:
         self.act = act
         self.conn = act.conn
         self.staged = staged
-        self.rows_by_seq: dict[int, HistoryRow] = {}
+        self.rows_by_seq = dict(enumerate(rows))
         self.staged_by_seq = {s.values[0]: s for s in staged}
         policy = plan.policy_now[1]
         self.cap = policy.storage_cap_minutes
@@ -1172,14 +1173,6 @@ def _leg_refusal(row: HistoryRow, r: Any) -> errors.TimebankError | str:
     return refusal
 
 
-@contextmanager
-def _quiet(conn: Connection) -> Iterator[None]:
-    # Everything built lives until the batch is written; and the batch's statements read
-    # temporary tables whose sizes change every batch (no plan kept from another batch).
-    with _collector.paused(), planned_each_time(conn):
-        yield
-
-
 def apply_batch(
     act: Act,
     programme: str,
@@ -1192,7 +1185,9 @@ def apply_batch(
     """Judge a batch's rows in file order and write the accepted ones, by SQL, in the act's
     transaction; the outcome is the other engines'. With any row rejected, BatchRejected
     rolls the batch back, unless ``skip_rejected``, which writes the others."""
-    with _quiet(act.conn):
+    # Everything built lives until the batch is written; and the batch's statements read
+    # temporary tables whose sizes change every batch (no plan kept from another batch).
+    with _collector.paused(), planned_each_time(act.conn):
         rows = [item for item in items if isinstance(item, HistoryRow)]
         rejected = [item for item in items if isinstance(item, RejectedRow)]
         plan = _Plan(act, programme, rows, operator, confirmer)
@@ -1209,8 +1204,7 @@ def apply_batch(
             else:
                 staged.append(found)
         applied = 0
-        engine = _Engine(act, plan, staged)
-        engine.rows_by_seq = dict(enumerate(rows))
+        engine = _Engine(act, plan, rows, staged)
         if staged:
             engine.stage()
             engine.lock_accounts()
