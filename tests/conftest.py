@@ -5,6 +5,8 @@ Fixtures (all function-scoped; every URL is a string ready for ``create_engine``
 ``fresh_db_url_factory``
     ``factory(backend) -> url``: each call creates another new, empty database on
     ``"sqlite"``, ``"postgres"`` or ``"mariadb"``; all of them are dropped after the test.
+    ``factory(backend, migrated=True)``: a new database already at the schema's head, a
+    copy of one migrated once per test process (``backends(..., migrated=True)`` likewise).
 ``sqlite_url`` / ``postgres_url`` / ``mariadb_url``
     One fresh empty database on that backend.
 ``db_url``
@@ -21,18 +23,37 @@ PostgreSQL and MariaDB are configured with ``TIMEBANK_TEST_POSTGRES_URL`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, FreshDatabases, backend_of, backends
+from tests._databases import (
+    MARIADB,
+    POSTGRES,
+    SQLITE,
+    FreshDatabases,
+    Templates,
+    UrlFactory,
+    backend_of,
+    backends,
+)
 from timebank.bank import _io_api
 
 
+@pytest.fixture(scope="session")
+def database_templates() -> Iterator[Templates]:
+    """The migrated databases this test process copies (made when first asked for)."""
+    templates = Templates()
+    try:
+        yield templates
+    finally:
+        templates.close()
+
+
 @pytest.fixture
-def fresh_db_url_factory(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    databases = FreshDatabases(tmp_path)
+def fresh_db_url_factory(tmp_path: Path, database_templates: Templates) -> Iterator[UrlFactory]:
+    databases = FreshDatabases(tmp_path, database_templates)
     try:
         yield databases.create
     finally:
@@ -40,17 +61,17 @@ def fresh_db_url_factory(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture
-def sqlite_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+def sqlite_url(fresh_db_url_factory: UrlFactory) -> str:
     return fresh_db_url_factory(SQLITE)
 
 
 @pytest.fixture
-def postgres_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+def postgres_url(fresh_db_url_factory: UrlFactory) -> str:
     return fresh_db_url_factory(POSTGRES)
 
 
 @pytest.fixture
-def mariadb_url(fresh_db_url_factory: Callable[[str], str]) -> str:
+def mariadb_url(fresh_db_url_factory: UrlFactory) -> str:
     return fresh_db_url_factory(MARIADB)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
+from tests._databases import MARIADB, POSTGRES, SQLITE, UrlFactory, backends
 from tests.clocks import T0, Clock
 from tests.dbdump import dump
 from tests.exchangeworld import (
@@ -46,19 +46,20 @@ from timebank import (
 from timebank.bank import UnitRate, VoucherView, _lots, _vouchers
 from timebank.bank.schema import members
 
-b_url = backends(SQLITE, POSTGRES, MARIADB, name="b_url")
+b_url = backends(SQLITE, POSTGRES, MARIADB, name="b_url", migrated=True)
 
 MakePair = Callable[..., Pair]
 
 
 @pytest.fixture
-def make(fresh_db_url_factory: Callable[[str], str]) -> Iterator[MakePair]:
+def make(fresh_db_url_factory: UrlFactory) -> Iterator[MakePair]:
     """``make(**options)``: A and B in two fresh SQLite files (options as for ``pair``)."""
     made: list[Pair] = []
 
     def _make(**options: Any) -> Pair:
         made.append(
-            pair(fresh_db_url_factory(SQLITE), fresh_db_url_factory(SQLITE), Clock(), **options)
+            pair(fresh_db_url_factory(SQLITE, migrated=True),
+                 fresh_db_url_factory(SQLITE, migrated=True), Clock(), **options)
         )
         return made[-1]
 
@@ -101,13 +102,13 @@ def altered(document: str, **changes: Any) -> str:
 
 
 def test_full_flow_moves_minutes_once_and_both_sides_reconcile(
-    fresh_db_url_factory: Callable[[str], str], b_url: str
+    fresh_db_url_factory: UrlFactory, b_url: str
 ) -> None:
     """Send, accept, record with A on SQLite and B on each backend: the sender is debited at
     once, the recipient credited by a lot earned at B's entry station, the partner accounts
     mirror each other, and reconciliation is agreed and mirrored from both sides, showing
     the voucher in flight between the steps and nothing in flight at the end."""
-    ex = pair(fresh_db_url_factory(SQLITE), b_url, Clock())
+    ex = pair(fresh_db_url_factory(SQLITE, migrated=True), b_url, Clock())
     try:
         a, b = ex.a, ex.b
         mother = b.members["mother"]

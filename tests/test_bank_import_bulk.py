@@ -14,19 +14,20 @@ import gc
 import io
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from tests._databases import UrlFactory
 from tests.bankworld import POLICY, PROGRAMME, World, build
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import errors
-from timebank.bank import Policy, TimeBank, _bulk_history, _set_history
+from timebank.bank import Policy, TimeBank, _bulk_history, _io_api, _set_history
 from timebank.bank._io import HISTORY_COLUMNS, ImportReport, RejectedRow
-from timebank.bank._io_api import BulkEngine, ImportMethod
+from timebank.bank._io_api import BULK_ENGINES, BulkEngine, ImportMethod
 
 POLICIES = {
     "plain": POLICY,
@@ -143,23 +144,32 @@ def imported(
     )
 
 
-def twin_worlds(
-    factory: Callable[[str], str], backend: str, policy: Policy
-) -> tuple[World, World]:
-    worlds = []
-    for _ in range(2):
-        world = build(factory(backend), Clock(), policy)
+def worlds(factory: UrlFactory, backend: str, policy: Policy) -> tuple[World, list[World]]:
+    """Identical time banks: one for the rows method, one for each bulk engine."""
+    made = []
+    for _ in range(1 + len(BULK_ENGINES)):
+        world = build(factory(backend, migrated=True), Clock(), policy)
         populate(world)
-        worlds.append(world)
-    return worlds[0], worlds[1]
+        made.append(world)
+    return made[0], made[1:]
+
+
+def by_each_engine(
+    monkeypatch: pytest.MonkeyPatch, bulk_worlds: list[World]
+) -> Iterator[tuple[BulkEngine, World]]:
+    """Each bulk engine with its own world, the engine the bulk method runs while its turn
+    lasts (the rows world's import is made once and compared with each)."""
+    for engine, world in zip(BULK_ENGINES, bulk_worlds, strict=True):
+        monkeypatch.setattr(_io_api, "BULK_ENGINE", engine)
+        yield engine, world
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("seed", range(4))
 def test_bulk_and_rows_agree_row_for_row(
-    fresh_db_url_factory: Callable[[str], str], policy: str, seed: int, bulk_engine: BulkEngine
+    fresh_db_url_factory: UrlFactory, policy: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows_world, bulk_world = twin_worlds(fresh_db_url_factory, "sqlite", POLICIES[policy])
+    rows_world, bulk_worlds = worlds(fresh_db_url_factory, "sqlite", POLICIES[policy])
     rng = random.Random(seed)
     keys: list[str] = []
     rejected = applied = present = 0
@@ -172,20 +182,23 @@ def test_bulk_and_rows_agree_row_for_row(
             # A confirmer of one station only: services elsewhere are refused its confirmation.
             confirmer = rng.choice((None, "conf-sw"))
             by_rows = imported(rows_world.bank, text, "rows", batch_rows, skip, confirmer=confirmer)
-            by_bulk = imported(bulk_world.bank, text, "bulk", batch_rows, skip, confirmer=confirmer)
-            assert by_bulk == by_rows
+            everything = dump(rows_world.engine)
+            for engine, world in by_each_engine(monkeypatch, bulk_worlds):
+                by_bulk = imported(world.bank, text, "bulk", batch_rows, skip, confirmer=confirmer)
+                assert by_bulk == by_rows, engine
+                assert dump(world.engine) == everything, engine
             rejected += len(by_rows.rejected)
             applied += by_rows.applied
             present += by_rows.already_present
-            assert dump(bulk_world.engine) == dump(rows_world.engine)
         # The files exercised both sides: neither everything refused nor everything taken.
         assert rejected > 20
         assert applied > 20
         assert present > 5
-        assert bulk_world.bank.ledger.verify().ok
+        for world in bulk_worlds:
+            assert world.bank.ledger.verify().ok
     finally:
-        rows_world.bank.dispose()
-        bulk_world.bank.dispose()
+        for world in (rows_world, *bulk_worlds):
+            world.bank.dispose()
 
 
 def holdings(world: World) -> tuple[list[tuple[str, int]], list[tuple[object, ...]]]:
@@ -216,31 +229,33 @@ def unnumbered(row: RejectedRow) -> tuple[int, str, str]:
 
 @pytest.mark.postgres
 def test_bulk_and_rows_agree_on_postgres(
-    fresh_db_url_factory: Callable[[str], str], bulk_engine: BulkEngine
+    fresh_db_url_factory: UrlFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bulk engines' PostgreSQL paths (COPY for large statements, arrays for small;
     temporary tables and their statistics)."""
-    rows_world, bulk_world = twin_worlds(fresh_db_url_factory, "postgres", POLICIES["capped-pool"])
+    rows_world, bulk_worlds = worlds(fresh_db_url_factory, "postgres", POLICIES["capped-pool"])
     rng = random.Random(11)
     keys: list[str] = []
     try:
         for batch_rows in (None, 3, 100):
             text = history(rng, rows_world, 300, keys)
             by_rows = imported(rows_world.bank, text, "rows", batch_rows, True)
-            by_bulk = imported(bulk_world.bank, text, "bulk", batch_rows, True)
-            assert by_bulk.model_dump(exclude={"rejected"}) == by_rows.model_dump(
-                exclude={"rejected"}
-            )
-            # Reasons alike, but for the service an overlap names: sequences give ids that
-            # rows rolled back never get back, so the two databases' ids differ.
-            assert [unnumbered(r) for r in by_bulk.rejected] == [
-                unnumbered(r) for r in by_rows.rejected
-            ]
-            assert holdings(bulk_world) == holdings(rows_world)
-        assert bulk_world.bank.ledger.verify().ok
+            for engine, world in by_each_engine(monkeypatch, bulk_worlds):
+                by_bulk = imported(world.bank, text, "bulk", batch_rows, True)
+                assert by_bulk.model_dump(exclude={"rejected"}) == by_rows.model_dump(
+                    exclude={"rejected"}
+                ), engine
+                # Reasons alike, but for the service an overlap names: sequences give ids
+                # that rows rolled back never get back, so the databases' ids differ.
+                assert [unnumbered(r) for r in by_bulk.rejected] == [
+                    unnumbered(r) for r in by_rows.rejected
+                ], engine
+                assert holdings(world) == holdings(rows_world), engine
+        for world in bulk_worlds:
+            assert world.bank.ledger.verify().ok
     finally:
-        rows_world.bank.dispose()
-        bulk_world.bank.dispose()
+        for world in (rows_world, *bulk_worlds):
+            world.bank.dispose()
 
 
 def watch_batch_writes(
@@ -264,10 +279,10 @@ def watch_batch_writes(
 
 
 def test_a_bulk_batch_pauses_the_collector_and_hands_it_back(
-    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+    fresh_db_url_factory: UrlFactory, monkeypatch: pytest.MonkeyPatch,
     bulk_engine: BulkEngine,
 ) -> None:
-    world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
+    world = build(fresh_db_url_factory("sqlite", migrated=True), Clock(), POLICY)
     populate(world)
     seen: list[bool] = []
     watch_batch_writes(monkeypatch, lambda _conn: seen.append(gc.isenabled()))
@@ -308,12 +323,12 @@ def test_the_judging_guard_turns_only_the_rules_refusals_into_a_rows() -> None:
 
 @pytest.mark.parametrize("method", ["bulk", "rows"])
 def test_an_import_releases_expired_holds_before_judging(
-    fresh_db_url_factory: Callable[[str], str], bulk_engine: BulkEngine, method: ImportMethod
+    fresh_db_url_factory: UrlFactory, bulk_engine: BulkEngine, method: ImportMethod
 ) -> None:
     """Minutes held on a member's account count against a redemption until the hold
     expires; then the import releases it first (under the account's lock, as every write
     of the ledger does) and the same redemption passes."""
-    world = build(fresh_db_url_factory("sqlite"), Clock(), POLICY)
+    world = build(fresh_db_url_factory("sqlite", migrated=True), Clock(), POLICY)
     populate(world)
     bank, m = world.bank, world.members
     try:

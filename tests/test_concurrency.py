@@ -35,7 +35,7 @@ from timebank import (
 
 pytestmark = pytest.mark.slow
 
-db_url = backends(SQLITE, POSTGRES, MARIADB)
+db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 T = TypeVar("T")
 

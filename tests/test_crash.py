@@ -28,7 +28,7 @@ from timebank.bank.schema import services
 from timebank.schema import accounts, entries, postings
 from timebank.simulation import check_invariants
 
-db_url = backends(SQLITE, POSTGRES)
+db_url = backends(SQLITE, POSTGRES, migrated=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 3

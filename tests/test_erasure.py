@@ -19,7 +19,7 @@ from timebank.bank._people import ERASED_NAME, identity_hash
 from timebank.sealing import audit, digest, seal
 from timebank.simulation import SIMULATION_SECRET, Scenario, simulate
 
-db_url = backends(SQLITE, POSTGRES)
+db_url = backends(SQLITE, POSTGRES, migrated=True)
 
 SCENARIO = Scenario.small_province().model_copy(update={"members": 120, "days": 4})
 PROGRAMME = SCENARIO.programme

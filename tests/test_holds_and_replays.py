@@ -11,9 +11,13 @@ import pytest
 from sqlalchemy import select
 
 import timebank
+from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.clocks import T0, Clock
 from tests.dbdump import dump
 from timebank.schema import accounts
+
+# The tests start from a migrated database (a copy of one migrated once per process).
+db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 OP = "op"
 

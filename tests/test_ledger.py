@@ -1,7 +1,8 @@
 """The ledger's behaviour through its public façade, on SQLite, PostgreSQL and MariaDB.
 
-Every test gets a fresh database (``db_url``) and a ledger whose clock only moves when the
-test moves it, so recording times are exact and expiry needs no sleeping.
+Every test gets a fresh database (``ledger_url``, already migrated; the schema's own tests take
+``db_url``, empty) and a ledger whose clock only moves when the test moves it, so recording
+times are exact and expiry needs no sleeping.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.clocks import T0, Clock
 from tests.dbdump import dump
 from timebank import (
@@ -61,9 +63,14 @@ def clock() -> Clock:
     return Clock()
 
 
+# The ledger's tests start from a migrated database (a copy of one migrated once per
+# process); the schema's own tests below take ``db_url``, an empty one.
+ledger_url = backends(SQLITE, POSTGRES, MARIADB, name="ledger_url", migrated=True)
+
+
 @pytest.fixture
-def ledger(db_url: str, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(db_url, clock=clock) as opened:
+def ledger(ledger_url: str, clock: Clock) -> Iterator[Ledger]:
+    with Ledger.open(ledger_url, clock=clock) as opened:
         yield opened
 
 

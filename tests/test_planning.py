@@ -9,12 +9,12 @@ scan of an empty table compared every row with every code once the table had gro
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests._databases import UrlFactory
 from tests.bankworld import POLICY, build
 from tests.clocks import Clock
 from tests.test_bank_import_bulk import history, imported, populate, watch_batch_writes
@@ -113,10 +113,10 @@ def test_a_batch_of_postings_is_planned_each_time_and_a_few_are_not(postgres_url
 
 @pytest.mark.postgres
 def test_a_bulk_import_batch_is_planned_each_time(
-    fresh_db_url_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+    fresh_db_url_factory: UrlFactory, monkeypatch: pytest.MonkeyPatch,
     bulk_engine: BulkEngine,
 ) -> None:
-    world = build(fresh_db_url_factory("postgres"), Clock(), POLICY)
+    world = build(fresh_db_url_factory("postgres", migrated=True), Clock(), POLICY)
     populate(world)
     seen: list[Any] = []
     drivers: list[Any] = []

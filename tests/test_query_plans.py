@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event
 
+from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from timebank import AccountNotFoundError, Ledger
 from timebank.testing.plans import query_plans
+
+# The tests start from a migrated database (a copy of one migrated once per process).
+db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 def test_each_select_comes_back_in_order_with_its_plan(db_url: str, db_backend: str) -> None:
