@@ -1,9 +1,15 @@
-"""The ``timebank`` command, driven as a subprocess the way operators and scripts run it: a
-whole station day from an empty database, JSON parsed, every error family's exit code, and
-refusals that change nothing."""
+"""The ``timebank`` command: a whole station day from an empty database, JSON parsed, every
+error family's exit code, and refusals that change nothing.
+
+Commands run in this process (``timebank.cli.main`` with the environment, folder, stdin and
+output streams a subprocess would have), where a new interpreter for each of some two hundred
+commands would cost the suite minutes; the exit codes of every error family, the database
+on PostgreSQL and the terminal's colour and progress bars run as the installed console
+script in a subprocess, the way operators and scripts run it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pty
@@ -19,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import click
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 import timebank
@@ -62,19 +69,46 @@ weight_permille = 2000
 
 @dataclass
 class Cli:
-    """The real command in a folder of its own, with its database in the environment."""
+    """The real command in a folder of its own, with its database in the environment: in
+    this process, or with ``in_process=False`` the console script in a subprocess."""
 
     cwd: Path
     env: dict[str, str]
+    in_process: bool = True
 
     def __call__(self, *args: str, stdin: str | None = None, code: int = 0
                  ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*COMMAND, *args], input=stdin, env=self.env, cwd=self.cwd, capture_output=True,
-            text=True, timeout=300, check=False,
-        )
+        if self.in_process:
+            result = self._run_here(list(args), stdin)
+        else:
+            result = subprocess.run(
+                [*COMMAND, *args], input=stdin, env=self.env, cwd=self.cwd, capture_output=True,
+                text=True, timeout=300, check=False,
+            )
         assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
         return result
+
+    def _run_here(self, args: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
+        """``main(args)`` as the console script runs it: this Cli's TIMEBANK_ variables and
+        no others, its folder as the current one, stdin and stdout/stderr pipes of text."""
+        overrides: dict[str, str | None] = {
+            name: None for name in os.environ if name.startswith("TIMEBANK_")
+        }
+        overrides |= {name: value for name, value in self.env.items()
+                      if name.startswith("TIMEBANK_") or name == "NO_COLOR"}
+        here = Path.cwd()
+        with CliRunner().isolation(input=stdin, env=overrides) as (out, err, _):
+            os.chdir(self.cwd)
+            try:
+                returncode = main(args)
+            except SystemExit as exit_:  # pragma: no cover - main returns its code
+                returncode = exit_.code if isinstance(exit_.code, int) else 1
+            finally:
+                os.chdir(here)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+        return subprocess.CompletedProcess(["timebank", *args], returncode, stdout, stderr)
 
     def json(self, *args: str, stdin: str | None = None) -> Any:
         result = self(*args, "--json", stdin=stdin)
@@ -271,7 +305,7 @@ def test_the_command_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     and a refusal's exit code (the station day above runs on an SQLite file; the library
     under it is tested on all three databases)."""
     (tmp_path / "policy.toml").write_text(POLICY_TOML)
-    cli = Cli(tmp_path, environment(postgres_url))
+    cli = Cli(tmp_path, environment(postgres_url), in_process=False)
     assert cli.json("db", "upgrade")["revision"] == timebank.head_revision()
     cli("programme", "create", "nj", "--name", "Nanjing", "--policy", "policy.toml",
         "--root-region", "js", "--root-region-name", "Jiangsu", "--administrator", "admin",
@@ -283,7 +317,7 @@ def test_the_command_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_each_error_family_has_its_exit_code(ready: tuple[Cli, str], tmp_path: Path) -> None:
-    cli, _ = ready
+    cli = dataclasses.replace(ready[0], in_process=False)  # the exit codes a process gives
     record = ["record", "-p", "nj", "-o", "desk1", "-k", "svc-x", "--volunteer", "1",
               "--recipient", "2", "--site", "st1", "--type", "chat",
               "--start", moment(3), "--end", moment(2)]
