@@ -1,4 +1,5 @@
-"""The test-database fixtures themselves: fresh, empty, isolated, dumpable."""
+"""The test-database fixtures themselves: fresh, empty, isolated, dumpable, and the copies of a
+migrated database equal to one migrated the ordinary way."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests._databases import (
     server_url,
 )
 from tests.dbdump import dump
+from timebank import Ledger
 
 # Exercises the module-level override helper with a fixture of another name.
 any_server_url = backends(POSTGRES, MARIADB, name="any_server_url")
@@ -255,8 +257,6 @@ def test_a_migrated_copy_is_a_migrated_database(
 ) -> None:
     """The copies ``migrated=True`` gives are what migrating an empty database gives: the
     same tables, columns, constraints, indexes, triggers, functions, sequences and rows."""
-    from timebank import Ledger  # noqa: PLC0415
-
     made, copied = fresh_db_url_factory(backend), fresh_db_url_factory(backend, migrated=True)
     assert made != copied
     Ledger.open(made).dispose()
