@@ -249,16 +249,27 @@ class UrlFactory(Protocol):
 
 
 @dataclass
-class _MariaDBScript:
-    """What makes a copy of a migrated MariaDB database: its tables' statements, the
-    tables holding rows, and its triggers' statements with the sql_mode each was made in."""
+class MariaDBScript:
+    """What makes a copy of a MariaDB database (MariaDB has no template databases): its
+    tables' statements, the tables holding rows, and its triggers' statements with the
+    sql_mode each was made in."""
 
     tables: list[str]
     filled: list[str]
     triggers: list[tuple[str, str]]
 
 
-def _mariadb_script(conn: Connection) -> _MariaDBScript:
+def mariadb_script(url: URL) -> MariaDBScript:
+    """How to copy the MariaDB database at ``url`` (see :func:`copy_mariadb`)."""
+    engine = _admin_engine(MARIADB, url)
+    try:
+        with engine.connect() as conn:
+            return _mariadb_script(conn)
+    finally:
+        engine.dispose()
+
+
+def _mariadb_script(conn: Connection) -> MariaDBScript:
     names = conn.exec_driver_sql(
         "SELECT table_name FROM information_schema.tables "
         "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY table_name"
@@ -274,7 +285,26 @@ def _mariadb_script(conn: Connection) -> _MariaDBScript:
     for trigger in triggers:
         row = conn.exec_driver_sql(f"SHOW CREATE TRIGGER `{trigger}`").one()._mapping
         made.append((str(row["sql_mode"]), str(row["SQL Original Statement"])))
-    return _MariaDBScript(list(tables), filled, made)
+    return MariaDBScript(list(tables), filled, made)
+
+
+def copy_mariadb(url: URL, template: str, script: MariaDBScript) -> None:
+    """Make the empty MariaDB database at ``url`` what ``template`` (on the same server, its
+    ``script``) is: its tables, then their rows, then the triggers (which may refuse the
+    rows' writes)."""
+    engine = _admin_engine(MARIADB, url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
+            for statement in script.tables:
+                conn.exec_driver_sql(statement)
+            for table in script.filled:
+                conn.exec_driver_sql(f"INSERT INTO `{table}` SELECT * FROM `{template}`.`{table}`")
+            for sql_mode, statement in script.triggers:
+                conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": sql_mode})
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
 
 
 @dataclass
@@ -284,7 +314,7 @@ class Templates:
 
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tb_templates_")))
     made: dict[str, str] = field(default_factory=dict)
-    mariadb: _MariaDBScript | None = None
+    mariadb: MariaDBScript | None = None
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def template(self, backend: str) -> str:
@@ -306,33 +336,14 @@ class Templates:
         self._cleanup.callback(_drop_server_database, backend, admin_url, name)
         Ledger.open(_render(admin_url.set(database=name))).dispose()
         if backend == MARIADB:
-            engine = _admin_engine(backend, admin_url.set(database=name))
-            try:
-                with engine.connect() as conn:
-                    self.mariadb = _mariadb_script(conn)
-            finally:
-                engine.dispose()
+            self.mariadb = mariadb_script(admin_url.set(database=name))
         return name
 
     def copy_mariadb(self, admin_url: URL, name: str) -> None:
         """Fill the new, empty database ``name`` as the template is."""
         template, script = self.template(MARIADB), self.mariadb
         assert script is not None
-        engine = _admin_engine(MARIADB, admin_url.set(database=name))
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
-                for statement in script.tables:
-                    conn.exec_driver_sql(statement)
-                for table in script.filled:  # before the triggers, which may refuse writes
-                    conn.exec_driver_sql(
-                        f"INSERT INTO `{table}` SELECT * FROM `{template}`.`{table}`"
-                    )
-                for sql_mode, statement in script.triggers:
-                    conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": sql_mode})
-                    conn.exec_driver_sql(statement)
-        finally:
-            engine.dispose()
+        copy_mariadb(admin_url.set(database=name), template, script)
 
     def close(self) -> None:
         self._cleanup.close()

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from tests._databases import MariaDBScript, copy_mariadb, mariadb_script
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import Ledger, TimebankError
@@ -145,6 +146,7 @@ def build(url: str, clock: Clock, policy: Policy = POLICY) -> World:
 # --- one world per backend and process, cloned for each test -------------------------------
 
 _TEMPLATES: dict[str, tuple[str, dict[str, int]]] = {}
+_MARIADB_SCRIPTS: dict[str, MariaDBScript] = {}
 
 
 def opened(url: str, clock: Clock | None = None) -> Iterator[World]:
@@ -160,18 +162,19 @@ def opened(url: str, clock: Clock | None = None) -> Iterator[World]:
 def fresh(url: str, clock: Clock) -> World:
     """The world of :func:`build` in the empty database at ``url``, quicker: built once per
     backend and process, then copied (SQLite: the file; PostgreSQL: CREATE DATABASE ...
-    TEMPLATE). MariaDB has no template databases, so it is built every time."""
+    TEMPLATE; MariaDB, which has no templates: the template's statements replayed and its
+    rows copied, :func:`tests._databases.copy_mariadb`)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        return build(url, clock)
     if backend not in _TEMPLATES:
         _TEMPLATES[backend] = _make_template(parsed)
     template, members = _TEMPLATES[backend]
     if backend == "sqlite":
         shutil.copyfile(template, str(parsed.database))
-    else:
+    elif backend == "postgresql":
         _recreate_from(parsed, template)
+    else:
+        copy_mariadb(parsed, template, _MARIADB_SCRIPTS[template])
     ledger = Ledger.open(url, clock=clock)
     return World(TimeBank(ledger, identity_secrets={PROGRAMME: SECRET}), clock, dict(members))
 
@@ -185,10 +188,18 @@ def _make_template(url: URL) -> tuple[str, dict[str, int]]:
         world.bank.dispose()
         return target, world.members
     name = f"tb_bank_template_{os.getpid()}"
-    _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
-    atexit.register(_admin, url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if url.get_backend_name() == "postgresql":
+        drop, create = (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                        f'CREATE DATABASE "{name}"')
+    else:
+        drop, create = (f"DROP DATABASE IF EXISTS `{name}`",
+                        f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    _admin(url, drop, create)
+    atexit.register(_admin, url, drop)
     world = build(url.set(database=name).render_as_string(hide_password=False), Clock())
     world.bank.dispose()  # a template database must have no connections
+    if url.get_backend_name() != "postgresql":
+        _MARIADB_SCRIPTS[name] = mariadb_script(url.set(database=name))
     return name, world.members
 
 
@@ -199,8 +210,11 @@ def _recreate_from(url: URL, template: str) -> None:
 
 
 def _admin(url: URL, *statements: str) -> None:
-    engine = sa.create_engine(url.set(database="postgres"), poolclass=NullPool,
-                              isolation_level="AUTOCOMMIT")
+    """Run ``statements`` on the server of ``url``, connected to a database always there and
+    never dropped (``url``'s own may be gone when the process ends)."""
+    postgres = url.get_backend_name() == "postgresql"
+    admin = url.set(database="postgres" if postgres else "information_schema")
+    engine = sa.create_engine(admin, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             for statement in statements:

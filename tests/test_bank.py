@@ -9,7 +9,6 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import POLICY, PROGRAMME, SECRET, World, fresh, race, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
@@ -27,9 +26,6 @@ from timebank import (
     TimebankError,
 )
 from timebank.bank import Policy, ServiceType, TimeBank, _lots, _org, credited_minutes
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 @pytest.fixture

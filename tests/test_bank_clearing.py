@@ -14,7 +14,6 @@ from functools import partial
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, race, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
@@ -28,9 +27,6 @@ from timebank import (
     PolicyViolationError,
 )
 from timebank.bank.models import ClearingPosition, ClearingReport, SettlementView
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 NOV, DEC, JAN = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)
 NOV_START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -9,14 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import InvalidInputError, PermissionDeniedError
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 @pytest.fixture

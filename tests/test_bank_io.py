@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import PROGRAMME, SECRET, World, opened
 from tests.dbdump import dump
 from timebank import BankObjectNotFoundError, InvalidInputError, PermissionDeniedError
@@ -31,9 +30,6 @@ from timebank.bank._io import (
 )
 from timebank.bank._people import identity_hash
 from timebank.models import TransferCommand
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 TABLES = ("entries", "postings", "members", "lots")
 HEADER = ",".join(HISTORY_COLUMNS)

@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
@@ -22,9 +21,6 @@ from timebank import (
     PermissionDeniedError,
 )
 from timebank.bank import Policy
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 @pytest.fixture

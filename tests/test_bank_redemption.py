@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import Clock
 from tests.dbdump import dump
@@ -24,9 +23,6 @@ from timebank import (
     PolicyViolationError,
 )
 from timebank.bank import Policy, RedemptionView
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 @pytest.fixture

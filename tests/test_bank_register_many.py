@@ -9,7 +9,6 @@ from datetime import date
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import PROGRAMME, World, fresh
 from tests.clocks import Clock
 from tests.dbdump import dump
@@ -22,9 +21,6 @@ from timebank import (
 )
 from timebank.bank import NewMember
 from timebank.bank.limits import MEMBERS_PER_CALL_MAX
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 
 @pytest.fixture

@@ -10,15 +10,12 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, UrlFactory, backends
+from tests._databases import UrlFactory
 from tests.bankworld import POLICY, PROGRAMME, World, fresh, refused
 from tests.clocks import T0, Clock
 from tests.simledger import LedgerFacts, Simulation, local_day, midnight, simulate
 from timebank import BankObjectNotFoundError, InvalidInputError
 from timebank.bank import ActivityReport, MemberView
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 _JUST_BEFORE = timedelta(microseconds=1)
 REGIONS = ("hebei", "langfang-city", "guangyang", "xinyuan", "anci")
@@ -68,7 +65,7 @@ SIMULATIONS = [
 def test_each_reports_totals_equal_the_ledgers_sums_on_a_simulated_ledger(
     fresh_db_url_factory: UrlFactory, backend: str, seed: int, operations: int
 ) -> None:
-    world = fresh(fresh_db_url_factory(backend, migrated=True), Clock())
+    world = fresh(fresh_db_url_factory(backend), Clock())
     try:
         sim = simulate(world, seed, operations)
         # The run did a bit of everything, refusals included.

@@ -14,11 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, inspect
 
-from tests._databases import MARIADB, POSTGRES, SQLITE, backends
 from tests.bankworld import PROGRAMME, World, opened
-
-# The tests start from a migrated database (a copy of one migrated once per process).
-db_url = backends(SQLITE, POSTGRES, MARIADB, migrated=True)
 
 OPEN_INDEXES = {
     "tb_lots": "ix_tb_lots_open_member_id_earned_on",
