@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from tests import _databases
+from tests import _databases, bankworld
 from tests._databases import (
     BACKENDS,
     MARIADB,
@@ -23,6 +23,7 @@ from tests._databases import (
     backends,
     server_url,
 )
+from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import Ledger
 
@@ -273,3 +274,19 @@ def test_a_migrated_copy_is_a_migrated_database(
     finally:
         for engine in engines:
             engine.dispose()
+
+
+@pytest.mark.parametrize("backend", backend_params(*BACKENDS))
+def test_a_copied_world_is_the_built_world(backend: str, fresh_db_url_factory: UrlFactory) -> None:
+    """``bankworld.fresh`` copies a world built once (the bank modules' starting point): the
+    copy has the schema and every row building it gives, and the same members."""
+    built = bankworld.build(fresh_db_url_factory(backend), Clock())
+    copied = bankworld.fresh(fresh_db_url_factory(backend), Clock())
+    try:
+        assert copied.members == built.members
+        assert _schema(copied.engine) == _schema(built.engine)
+        assert dump(copied.engine) == dump(built.engine)
+        assert len(dump(copied.engine)["tb_members"]) == len(built.members)
+    finally:
+        built.bank.dispose()
+        copied.bank.dispose()
