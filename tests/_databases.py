@@ -346,8 +346,10 @@ class Templates:
         copy_mariadb(admin_url.set(database=name), template, script)
 
     def close(self) -> None:
-        self._cleanup.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self._cleanup.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class FreshDatabases:

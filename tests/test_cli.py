@@ -89,20 +89,23 @@ class Cli:
         return result
 
     def _run_here(self, args: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
-        """``main(args)`` as the console script runs it: this Cli's TIMEBANK_ variables and
-        no others, its folder as the current one, stdin and stdout/stderr pipes of text."""
+        """``main(args)`` as the console script runs it: this Cli's environment (TIMEBANK_
+        variables only its own), its folder as the current one, stdin and stdout/stderr pipes
+        of text. Unlike a process it has no timeout, and a warning is an error (pytest's
+        ``filterwarnings``), so the command exits 1 on one."""
         overrides: dict[str, str | None] = {
             name: None for name in os.environ if name.startswith("TIMEBANK_")
         }
         overrides |= {name: value for name, value in self.env.items()
-                      if name.startswith("TIMEBANK_") or name == "NO_COLOR"}
+                      if os.environ.get(name) != value}
         here = Path.cwd()
         with CliRunner().isolation(input=stdin, env=overrides) as (out, err, _):
             os.chdir(self.cwd)
             try:
                 returncode = main(args)
             except SystemExit as exit_:  # pragma: no cover - main returns its code
-                returncode = exit_.code if isinstance(exit_.code, int) else 1
+                code = exit_.code
+                returncode = 0 if code is None else code if isinstance(code, int) else 1
             finally:
                 os.chdir(here)
                 sys.stdout.flush()

@@ -231,8 +231,13 @@ def _schema(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
             "tables": "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = DATABASE()",
             "triggers": "SELECT trigger_name, event_object_table, action_timing, "
-            "event_manipulation, action_order, action_statement, sql_mode "
+            "event_manipulation, action_order, action_statement, sql_mode, "
+            "character_set_client, collation_connection "
             "FROM information_schema.triggers WHERE trigger_schema = DATABASE()",
+            "routines": "SELECT routine_name, routine_type, routine_definition "
+            "FROM information_schema.routines WHERE routine_schema = DATABASE()",
+            "events": "SELECT event_name, event_definition FROM information_schema.events "
+            "WHERE event_schema = DATABASE()",
         },
     }[engine.dialect.name]
     with engine.connect() as conn:
