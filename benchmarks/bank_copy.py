@@ -31,7 +31,7 @@ Results go to benchmarks/results/bank-copy-postgres-<date>.md.
 With ``--backend sqlite`` (copies of a set-up SQLite file), the same comparison against a
 plain ``executemany`` of ``INSERT INTO t (columns) VALUES (?, ...)`` per table (and the same
 ``INSERT ... SELECT`` from staging tables, here temporary ones), on a sqlite3
-connection with the library's pragmas (WAL, synchronous NORMAL, its cache size), the rows read
+connection with the library's pragmas (``SQLITE_FILE_PRAGMAS``), the rows read
 out beforehand with ``SELECT`` (untimed), in one transaction timed with its COMMIT: once with
 ``foreign_keys = ON``, once with ``OFF``. SQLite checks CHECK, NOT NULL and UNIQUE always and
 fires triggers always, so foreign keys off is the nearest it has to no checks. The core
@@ -67,7 +67,7 @@ from bank_w import _core, import_batches, template, timed_bank  # noqa: E402
 from run_w import DEFAULT_PG_URL, Backend, machine_info, save_result  # noqa: E402
 from workload import Workload, generate  # noqa: E402
 
-from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
+from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_FILE_PRAGMAS  # noqa: E402
 from timebank.bank import _io_api  # noqa: E402
 
 Written = TypeVar("Written")
@@ -337,8 +337,7 @@ def sqlite_write_in(url: URL, rows: dict[str, SqliteRows], *, foreign_keys: bool
     with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
         for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
                        f"foreign_keys = {'ON' if foreign_keys else 'OFF'}",
-                       "journal_mode = WAL", "synchronous = NORMAL",
-                       f"cache_size = -{SQLITE_CACHE_KIB}"):
+                       *SQLITE_FILE_PRAGMAS):
             conn.execute(f"PRAGMA {pragma}")
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == int(foreign_keys)
         started = time.perf_counter()
@@ -357,8 +356,7 @@ def sqlite_staged_in(url: URL, rows: dict[str, SqliteRows]) -> float:
     took, COMMIT included."""
     with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
         for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys = ON",
-                       "journal_mode = WAL", "synchronous = NORMAL",
-                       f"cache_size = -{SQLITE_CACHE_KIB}"):
+                       *SQLITE_FILE_PRAGMAS):
             conn.execute(f"PRAGMA {pragma}")
         for table in TABLES:
             columns, data = rows[table]
@@ -429,7 +427,7 @@ def main_sqlite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "- The plain writes: `INSERT INTO t (columns) VALUES (?, ...)` through sqlite3's "
         "executemany, table by table in foreign-key order, between BEGIN IMMEDIATE and COMMIT "
         "(timed with the COMMIT), on a sqlite3 connection with the library's pragmas "
-        f"(journal_mode WAL, synchronous NORMAL, cache_size -{SQLITE_CACHE_KIB}).",
+        f"({', '.join(SQLITE_FILE_PRAGMAS)}).",
         "- SQLite has no replica role: foreign_keys = OFF is the nearest it has to writing "
         "with no checks; CHECK, NOT NULL, UNIQUE and primary keys are checked either way, and "
         "triggers fire either way. Triggers on these tables: "

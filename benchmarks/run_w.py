@@ -3,11 +3,12 @@
     python benchmarks/run_w.py --backend sqlite|postgres|both [--pg-url URL]
         [--sqlite-dir DIR] [--only ceiling,naive,timebank] [--naive-limit N]
 
-Each contender gets a fresh database of its own: a new SQLite file (WAL, synchronous=NORMAL,
-busy_timeout, like the library's defaults) or a new PostgreSQL database ``tbbench_<name>``,
-dropped afterwards. Phases B and O are timed as a whole, phase Q by its three parts. The
-machines are noisy, so what counts is the ratio to the baselines measured in the same run; the
-absolute numbers are there for context. Results go to benchmarks/results/W-<backend>-<date>.md.
+Each contender gets a fresh database of its own: a new SQLite file (busy_timeout and the
+library's own settings of a file, ``timebank._db.SQLITE_FILE_PRAGMAS``) or a new PostgreSQL
+database ``tbbench_<name>``, dropped afterwards. Phases B and O are timed as a whole, phase Q
+by its three parts. The machines are noisy, so what counts is the ratio to the baselines
+measured in the same run; the absolute numbers are there for context. Results go to
+benchmarks/results/W-<backend>-<date>.md.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from workload import PHASE_B_COUNT, PHASE_O_COUNT, Transfer, Workload, generate
 from workload import expected_balances as reference_balances
 
 import timebank
+from timebank._db import SQLITE_FILE_PRAGMAS
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
@@ -97,7 +99,7 @@ class Contender(Protocol):
 
 
 def baseline_engine(url: URL) -> Engine:
-    """An engine for the baselines; on SQLite with the library's durability settings."""
+    """An engine for the baselines; on SQLite with the library's settings of a file."""
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -107,8 +109,8 @@ def baseline_engine(url: URL) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_FILE_PRAGMAS:
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()

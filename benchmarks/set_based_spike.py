@@ -77,7 +77,7 @@ from bank_w import (  # noqa: E402
 from run_w import DEFAULT_PG_URL, Backend, machine_info, save_result  # noqa: E402
 from workload import Workload, generate  # noqa: E402
 
-from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB  # noqa: E402
+from timebank._db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_FILE_PRAGMAS  # noqa: E402
 from timebank.bank import Policy  # noqa: E402
 
 #: (seq, kind, member, other, minutes, day, year, started, ended): kind d deposit (a service
@@ -524,8 +524,7 @@ class _Db:
         else:
             assert url.database
             self.conn = sqlite3.connect(url.database, isolation_level=None)
-            for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "journal_mode = WAL",
-                           "synchronous = NORMAL", f"cache_size = -{SQLITE_CACHE_KIB}"):
+            for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", *SQLITE_FILE_PRAGMAS):
                 self.conn.execute(f"PRAGMA {pragma}")
 
     def close(self) -> None:

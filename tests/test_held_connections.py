@@ -15,7 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, QueuePool
 
 from timebank import Ledger, LimitExceededError, make_engine, upgrade
-from timebank._db import HeldConnections
+from timebank._db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_CACHE_KIB,
+    SQLITE_WAL_AUTOCHECKPOINT_PAGES,
+    HeldConnections,
+)
 
 
 @pytest.fixture
@@ -233,3 +238,24 @@ def test_server_and_memory_databases_keep_nothing(tmp_path: Path) -> None:
         sa.create_engine(f"sqlite:///{tmp_path / 'n.db'}", poolclass=NullPool)
     ) == 0
     assert HeldConnections.keep_for(sa.create_engine(f"sqlite:///{tmp_path / 'q.db'}")) == 5
+
+
+def test_every_connection_to_a_file_has_the_librarys_settings(ledger: Ledger) -> None:
+    """WAL, NORMAL sync, the page cache and the write-ahead log's checkpoint size: on each
+    connection the engine opens, not only the first."""
+    expected = {
+        "journal_mode": "wal",
+        "synchronous": 1,  # NORMAL
+        "cache_size": -SQLITE_CACHE_KIB,
+        "wal_autocheckpoint": SQLITE_WAL_AUTOCHECKPOINT_PAGES,
+        "foreign_keys": 1,
+        "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+    }
+    engine = ledger.engine
+    with engine.connect() as first, engine.connect() as second:
+        for conn in (first, second):
+            found = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar_one() for name in expected
+            }
+            assert found == expected
+    assert SQLITE_WAL_AUTOCHECKPOINT_PAGES > 1_000  # SQLite's own default
