@@ -296,6 +296,9 @@ def test_machine_subclass_drives_a_wrapper_and_adds_rules() -> None:
 # --- the pytest plugin -----------------------------------------------------------------------
 
 PROJECT_TEST = '''
+import pytest
+
+from timebank import AccountNotFoundError
 from timebank.testing.world import PROGRAMME
 
 
@@ -314,6 +317,58 @@ def test_world(timebank_world, timebank_member_factory, timebank_service_factory
 
 def test_postgres(timebank_postgres):
     assert timebank_postgres.ledger.trial_balance().total_minutes == 0
+
+
+# Each test's database is its own copy: what one writes, the next does not see.
+def test_sqlite_written(timebank_sqlite):
+    with pytest.raises(AccountNotFoundError):
+        timebank_sqlite.ledger.account("probe")
+    timebank_sqlite.ledger.open_account("probe", "member")
+
+
+def test_sqlite_written_again(timebank_sqlite):
+    with pytest.raises(AccountNotFoundError):
+        timebank_sqlite.ledger.account("probe")
+    timebank_sqlite.ledger.open_account("probe", "member")
+
+
+def test_postgres_written(timebank_postgres):
+    with pytest.raises(AccountNotFoundError):
+        timebank_postgres.ledger.account("probe")
+    timebank_postgres.ledger.open_account("probe", "member")
+
+
+def test_postgres_written_again(timebank_postgres):
+    with pytest.raises(AccountNotFoundError):
+        timebank_postgres.ledger.account("probe")
+    timebank_postgres.ledger.open_account("probe", "member")
+'''
+
+#: Counts the plugin's migrations and names its PostgreSQL template, in a file the test reads.
+COUNTING_CONFTEST = '''
+import os
+
+import pytest
+
+from timebank.testing import plugin
+
+_migrate = plugin._migrate
+
+
+def _counted(url):
+    with open(os.environ["MIGRATIONS_LOG"], "a") as log:
+        log.write(url.split("://")[0] + "\\n")
+    _migrate(url)
+
+
+plugin._migrate = _counted
+
+
+@pytest.fixture(autouse=True)
+def _name_the_template(request):
+    if "timebank_postgres" in request.fixturenames:
+        with open(os.environ["MIGRATIONS_LOG"], "a") as log:
+            log.write("template " + request.getfixturevalue("_timebank_postgres_template") + "\\n")
 '''
 
 
@@ -336,8 +391,10 @@ def check_project(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, output
     assert "PASSED test_station.py::test_empty_bank" in output, output
     assert "PASSED test_station.py::test_world" in output, output
+    assert "PASSED test_station.py::test_sqlite_written_again" in output, output
     if os.environ.get(plugin.POSTGRES_URL_ENV):
         assert "PASSED test_station.py::test_postgres" in output, output
+        assert "PASSED test_station.py::test_postgres_written_again" in output, output
     else:
         assert "SKIPPED" in output, output
         assert plugin.POSTGRES_URL_ENV in output, output
@@ -360,6 +417,41 @@ def test_entry_point_registers_the_plugin(tmp_path: Path) -> None:
         )
     assert found[0].value == "timebank.testing.plugin"
     check_project(run_project(tmp_path))
+
+
+def test_the_plugin_migrates_once_a_session_and_drops_its_template(tmp_path: Path) -> None:
+    """Three tests on SQLite and three on PostgreSQL: one migration each, every test on a
+    copy (the project's own tests check each starts empty); the template database is gone
+    when the session ends."""
+    (tmp_path / "conftest.py").write_text(COUNTING_CONFTEST)
+    log = tmp_path / "migrations.log"
+    env_before = os.environ.get("MIGRATIONS_LOG")
+    os.environ["MIGRATIONS_LOG"] = str(log)
+    try:
+        check_project(run_project(tmp_path, "-p", "no:timebank", "-p", "timebank.testing.plugin"))
+    finally:
+        if env_before is None:
+            del os.environ["MIGRATIONS_LOG"]
+        else:
+            os.environ["MIGRATIONS_LOG"] = env_before
+    lines = log.read_text().splitlines()
+    migrations = sorted(line for line in lines if not line.startswith("template "))
+    server = os.environ.get(plugin.POSTGRES_URL_ENV)
+    assert migrations == (["postgresql+psycopg", "sqlite"] if server else ["sqlite"])
+    if not server:
+        return
+    templates = {line.removeprefix("template ") for line in lines if line.startswith("template ")}
+    assert len(templates) == 1
+    engine = sa.create_engine(server)
+    try:
+        with engine.connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"),
+                {"name": templates.pop()},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert left == 0
 
 
 def test_plugin_imports_only_pytest_and_its_fixtures_do_not_clash() -> None:

@@ -12,11 +12,14 @@ Fixtures (function scope):
 ``timebank_sqlite``
     An empty :class:`~timebank.bank.TimeBank` (migrated, no programme) on a new SQLite file
     under ``tmp_path``, on ``timebank_clock``; identity secret ``SECRET`` for programme
-    ``"riverside"``. Disposed after the test.
+    ``"riverside"``. Disposed after the test. The file is a copy of one migrated once per
+    test session (per xdist worker): a test does not pay for the migrations.
 ``timebank_postgres``
     The same on PostgreSQL: a new database created on the server that
     ``TIMEBANK_TEST_POSTGRES_URL`` names (a SQLAlchemy URL whose user may CREATE DATABASE)
-    and dropped after the test. Skipped, with the reason, when the variable is not set.
+    and dropped after the test. Skipped, with the reason, when the variable is not set. The
+    database is created from a template database migrated once per test session (per xdist
+    worker) and dropped when the session ends.
 ``timebank_world``
     The world of :func:`~timebank.testing.world.make_world` on SQLite (programme, regions,
     two stations, a care home, operators, members ann, bob, cai, dora).
@@ -36,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,9 +67,30 @@ def _open(url: str, clock: ManualClock) -> TimeBank:
     return TimeBank.open(url, identity_secrets={PROGRAMME: SECRET}, clock=clock)
 
 
+def _migrate(url: str) -> None:
+    """Bring the database at ``url`` to the schema's head, and close every connection to it
+    (a template is copied whole: SQLite's log folded into the file; PostgreSQL copies only a
+    database nobody is connected to)."""
+    from timebank import Ledger
+
+    Ledger.open(url).dispose()
+
+
+@pytest.fixture(scope="session")
+def _timebank_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file at the schema's head, made once a session and copied for each test."""
+    path = tmp_path_factory.mktemp("timebank_template") / "migrated.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def timebank_sqlite(tmp_path: Path, timebank_clock: ManualClock) -> Iterator[TimeBank]:
-    bank = _open(f"sqlite:///{tmp_path / 'timebank.db'}", timebank_clock)
+def timebank_sqlite(
+    tmp_path: Path, timebank_clock: ManualClock, _timebank_sqlite_template: Path
+) -> Iterator[TimeBank]:
+    target = tmp_path / "timebank.db"
+    shutil.copyfile(_timebank_sqlite_template, target)
+    bank = _open(f"sqlite:///{target}", timebank_clock)
     try:
         yield bank
     finally:
@@ -73,8 +98,9 @@ def timebank_sqlite(tmp_path: Path, timebank_clock: ManualClock) -> Iterator[Tim
 
 
 @contextlib.contextmanager
-def _fresh_postgres_database(server: str) -> Iterator[str]:
-    """A new database on the server at ``server``, dropped (connections forced) at exit."""
+def _fresh_postgres_database(server: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the server at ``server`` (a copy of database ``template`` if one
+    is named), dropped (connections forced) at exit."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
@@ -85,8 +111,9 @@ def _fresh_postgres_database(server: str) -> Iterator[str]:
     name = f"timebank_{secrets.token_hex(6)}"
     admin = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
+        copied = f' TEMPLATE "{template}"' if template else ""
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
         try:
             yield url.set(database=name).render_as_string(hide_password=False)
         finally:
@@ -96,15 +123,36 @@ def _fresh_postgres_database(server: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def timebank_postgres(timebank_clock: ManualClock) -> Iterator[TimeBank]:
+def _postgres_server() -> str:
     server = os.environ.get(POSTGRES_URL_ENV, "").strip()
     if not server:
         pytest.skip(
             f"timebank_postgres needs {POSTGRES_URL_ENV} (a PostgreSQL URL whose user "
             "may CREATE DATABASE)"
         )
-    with _fresh_postgres_database(server) as url:
+    return server
+
+
+@pytest.fixture(scope="session")
+def _timebank_postgres_template() -> Iterator[str]:
+    """A database at the schema's head, made once a session, copied for each test and
+    dropped when the session ends; its name."""
+    from sqlalchemy.engine import make_url
+
+    with _fresh_postgres_database(_postgres_server()) as url:
+        _migrate(url)
+        database = make_url(url).database
+        assert database is not None
+        yield database
+
+
+@pytest.fixture
+def timebank_postgres(
+    request: pytest.FixtureRequest, timebank_clock: ManualClock
+) -> Iterator[TimeBank]:
+    server = _postgres_server()  # skipped here, before the template is asked for
+    template: str = request.getfixturevalue("_timebank_postgres_template")
+    with _fresh_postgres_database(server, template) as url:
         bank = _open(url, timebank_clock)
         try:
             yield bank
