@@ -35,22 +35,18 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Page cache of each SQLite connection, in KiB.
 SQLITE_CACHE_KIB = 65_536
 
-#: Pages the SQLite write-ahead log may hold before a commit copies them back into the
-#: file (SQLite's default: 1,000, about 4 MiB). Each copy syncs the file, and a ledger's
-#: commits rewrite the same pages again and again (the ends of its indexes, the balances):
-#: one copy of ten batches writes each such page once, where ten copies wrote it ten times.
-SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
-
 #: The settings of every connection to an SQLite file (the benchmarks' plain writers use
 #: them too, so that they compare code with code, not settings with settings).
 SQLITE_FILE_PRAGMAS = (
     "journal_mode = WAL",
     # WAL + NORMAL is durable against application crashes; only an OS crash can lose the
-    # last commits, never corrupt the file.
+    # last commits, never corrupt the file. Those are the commits since the log was last
+    # copied back into the file (the only sync under NORMAL), so the copy stays at SQLite's
+    # default of every 1,000 pages: every 10,000 made W's bulk import no quicker beyond the
+    # noise and would widen that window tenfold (benchmarks/sqlite_checkpoint.py).
     "synchronous = NORMAL",
     # 64 MiB of page cache instead of 2: the indexes of a growing ledger stay warm.
     f"cache_size = -{SQLITE_CACHE_KIB}",
-    f"wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT_PAGES}",
 )
 
 #: Execution option that makes the SQLite "begin" listener take the write lock up front.

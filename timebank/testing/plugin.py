@@ -18,8 +18,8 @@ Fixtures (function scope):
     The same on PostgreSQL: a new database created on the server that
     ``TIMEBANK_TEST_POSTGRES_URL`` names (a SQLAlchemy URL whose user may CREATE DATABASE)
     and dropped after the test. Skipped, with the reason, when the variable is not set. The
-    database is created from a template database migrated once per test session (per xdist
-    worker) and dropped when the session ends.
+    database is created from a template database (``timebank_template_...``) migrated once
+    per test session (per xdist worker and server) and dropped when the session ends.
 ``timebank_world``
     The world of :func:`~timebank.testing.world.make_world` on SQLite (programme, regions,
     two stations, a care home, operators, members ann, bob, cai, dora).
@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,8 +69,7 @@ def _open(url: str, clock: ManualClock) -> TimeBank:
 
 def _migrate(url: str) -> None:
     """Bring the database at ``url`` to the schema's head, and close every connection to it
-    (a template is copied whole: SQLite's log folded into the file; PostgreSQL copies only a
-    database nobody is connected to)."""
+    (PostgreSQL copies only a database nobody is connected to)."""
     from timebank import Ledger
 
     Ledger.open(url).dispose()
@@ -84,12 +83,21 @@ def _timebank_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """``source`` into a new file ``target`` through SQLite's backup: whole and consistent
+    whatever its write-ahead log still holds (a copy of the file alone may not be)."""
+    with contextlib.closing(sqlite3.connect(source)) as old, contextlib.closing(
+        sqlite3.connect(target)
+    ) as new:
+        old.backup(new)
+
+
 @pytest.fixture
 def timebank_sqlite(
     tmp_path: Path, timebank_clock: ManualClock, _timebank_sqlite_template: Path
 ) -> Iterator[TimeBank]:
     target = tmp_path / "timebank.db"
-    shutil.copyfile(_timebank_sqlite_template, target)
+    _copy_sqlite(_timebank_sqlite_template, target)
     bank = _open(f"sqlite:///{target}", timebank_clock)
     try:
         yield bank
@@ -98,9 +106,12 @@ def timebank_sqlite(
 
 
 @contextlib.contextmanager
-def _fresh_postgres_database(server: str, template: str | None = None) -> Iterator[str]:
+def _fresh_postgres_database(
+    server: str, template: str | None = None, *, prefix: str = "timebank_"
+) -> Iterator[str]:
     """A new database on the server at ``server`` (a copy of database ``template`` if one
-    is named), dropped (connections forced) at exit."""
+    is named), its name ``prefix`` and random letters, dropped (connections forced) at
+    exit."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
@@ -108,7 +119,7 @@ def _fresh_postgres_database(server: str, template: str | None = None) -> Iterat
     url = make_url(server)
     if url.get_backend_name() != "postgresql":
         pytest.fail(f"{POSTGRES_URL_ENV} must be a postgresql URL", pytrace=False)
-    name = f"timebank_{secrets.token_hex(6)}"
+    name = f"{prefix}{secrets.token_hex(6)}"
     admin = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         copied = f' TEMPLATE "{template}"' if template else ""
@@ -134,25 +145,32 @@ def _postgres_server() -> str:
 
 
 @pytest.fixture(scope="session")
-def _timebank_postgres_template() -> Iterator[str]:
-    """A database at the schema's head, made once a session, copied for each test and
-    dropped when the session ends; its name."""
+def _timebank_postgres_templates() -> Iterator[Callable[[str], str]]:
+    """The name of a database at the schema's head on a server: made the first time a test
+    asks for that server, copied for each test, dropped when the session ends."""
     from sqlalchemy.engine import make_url
 
-    with _fresh_postgres_database(_postgres_server()) as url:
-        _migrate(url)
-        database = make_url(url).database
-        assert database is not None
-        yield database
+    made: dict[str, str] = {}
+    with contextlib.ExitStack() as made_here:
+
+        def template(server: str) -> str:
+            if server not in made:
+                url = made_here.enter_context(
+                    _fresh_postgres_database(server, prefix="timebank_template_")
+                )
+                _migrate(url)
+                made[server] = str(make_url(url).database)
+            return made[server]
+
+        yield template
 
 
 @pytest.fixture
 def timebank_postgres(
-    request: pytest.FixtureRequest, timebank_clock: ManualClock
+    timebank_clock: ManualClock, _timebank_postgres_templates: Callable[[str], str]
 ) -> Iterator[TimeBank]:
-    server = _postgres_server()  # skipped here, before the template is asked for
-    template: str = request.getfixturevalue("_timebank_postgres_template")
-    with _fresh_postgres_database(server, template) as url:
+    server = _postgres_server()
+    with _fresh_postgres_database(server, _timebank_postgres_templates(server)) as url:
         bank = _open(url, timebank_clock)
         try:
             yield bank
