@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 
-from timebank import InvalidAmountError, InvalidInputError, TimebankError
+from timebank import InvalidAmountError, InvalidInputError, Ledger, TimebankError
 from timebank.bank import ServiceView, TimeBank
 from timebank.schema import metadata
 from timebank.testing import commands as cmd
@@ -47,6 +47,7 @@ from timebank.testing.world import (
     REDEEMER,
     ManualClock,
     World,
+    copy_sqlite,
     sqlite_world,
 )
 
@@ -460,6 +461,17 @@ def test_plugin_imports_only_pytest_and_its_fixtures_do_not_clash() -> None:
     }
     conftest = (Path(__file__).parent / "conftest.py").read_text()
     assert not any(f"def {name}(" in conftest for name in names)
+
+
+def test_a_copy_holds_what_the_write_ahead_log_still_holds(tmp_path: Path) -> None:
+    """Templates are copied with SQLite's backup: a database still open, whose schema and
+    rows sit in its log, not yet in its file, is copied whole."""
+    source = tmp_path / "open.db"
+    with Ledger.open(f"sqlite:///{source}") as ledger:
+        ledger.open_account("kept", "member")
+        copy_sqlite(source, tmp_path / "copy.db")
+        with Ledger.open(f"sqlite:///{tmp_path / 'copy.db'}") as copied:
+            assert copied.account("kept").code == "kept"
 
 
 def test_manual_clock_only_moves_forward() -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,21 +82,14 @@ def _timebank_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _copy_sqlite(source: Path, target: Path) -> None:
-    """``source`` into a new file ``target`` through SQLite's backup: whole and consistent
-    whatever its write-ahead log still holds (a copy of the file alone may not be)."""
-    with contextlib.closing(sqlite3.connect(source)) as old, contextlib.closing(
-        sqlite3.connect(target)
-    ) as new:
-        old.backup(new)
-
-
 @pytest.fixture
 def timebank_sqlite(
     tmp_path: Path, timebank_clock: ManualClock, _timebank_sqlite_template: Path
 ) -> Iterator[TimeBank]:
+    from timebank.testing.world import copy_sqlite
+
     target = tmp_path / "timebank.db"
-    _copy_sqlite(_timebank_sqlite_template, target)
+    copy_sqlite(_timebank_sqlite_template, target)
     bank = _open(f"sqlite:///{target}", timebank_clock)
     try:
         yield bank

@@ -30,7 +30,9 @@ per process and policy and copies the file.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -289,6 +291,17 @@ def _build(bank: TimeBank, policy: Policy) -> None:
 _TEMPLATES: dict[tuple[datetime, str], tuple[Path, dict[str, int]]] = {}
 
 
+def copy_sqlite(source: str | Path, target: str | Path) -> None:
+    """The SQLite database ``source`` into a new file ``target`` through SQLite's backup:
+    whole and consistent whatever its write-ahead log still holds, where a copy of the file
+    alone holds only what was copied back into it."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as old,
+        contextlib.closing(sqlite3.connect(target)) as new,
+    ):
+        old.backup(new)
+
+
 def sqlite_world(
     path: str | Path, *, clock: ManualClock | None = None, policy: Policy = POLICY
 ) -> World:
@@ -309,7 +322,7 @@ def sqlite_world(
         built.bank.dispose()
         _TEMPLATES[cache_key] = (template, dict(built.members))
     template, members = _TEMPLATES[cache_key]
-    shutil.copyfile(template, target)
+    copy_sqlite(template, target)
     bank = TimeBank(
         Ledger.open(f"sqlite:///{target}", clock=clock), identity_secrets={PROGRAMME: SECRET}
     )
