@@ -42,8 +42,9 @@ SQLITE_FILE_PRAGMAS = (
     # WAL + NORMAL is durable against application crashes; only an OS crash can lose the
     # last commits, never corrupt the file. Those are the commits since the log was last
     # copied back into the file (the only sync under NORMAL), so the copy stays at SQLite's
-    # default of every 1,000 pages: every 10,000 made W's bulk import no quicker beyond the
-    # noise and would widen that window tenfold (benchmarks/sqlite_checkpoint.py).
+    # default of every 1,000 pages: every 10,000 took a tenth off W's bulk import (and as
+    # much off plain writes) but would widen that window tenfold
+    # (benchmarks/sqlite_checkpoint.py).
     "synchronous = NORMAL",
     # 64 MiB of page cache instead of 2: the indexes of a growing ledger stay warm.
     f"cache_size = -{SQLITE_CACHE_KIB}",
