@@ -1,0 +1,731 @@
+"""The floor of a history import written in Python: how near its baselines any import of
+W's phase B can come on this stack, beside the library's own (issue 10, parts 1 and 2).
+
+    python benchmarks/import_floor.py [--backend sqlite|postgres] [--pg-url URL] [--rounds N]
+
+Contenders, each on its own copy of bank_w.py's set-up (W's stations, care homes, 10,000
+volunteers and their relations), in turn, ``--rounds`` times (default 5):
+
+- ``ceiling``: run_w.py's core ceiling, phase B (the baseline of part 1's 25 %);
+- ``library``: bank_w.py's bulk import, 100 calls of ``import_history(method="bulk")`` of
+  1,000 rows each, ``skip_rejected=True`` (on PostgreSQL an untimed ANALYZE whenever the
+  imported entries double, what autovacuum keeps up);
+- ``floor``: the least an import must do, written as plainly as Python allows on the
+  driver itself, 1,000 rows a transaction: parse the same CSV text with the csv module; per
+  batch read what the rules need (sites, the batch's members and their accounts, the keys
+  already stored, the recipients' birth dates, the givers' relations, the payers' open lots,
+  the volunteers' services in the batch's span) with one query each; judge every row in one
+  loop over tuples and dicts (a service's site and overlap, a redemption's age rule and
+  balance, a gift's relation and balance; lots first in, first out, a gift's pieces becoming
+  the receiver's lots); write the same rows into the same tables (entries with their
+  metadata, postings with running balances, accounts, services, recipients, confirmations,
+  lots, lot uses, redemptions, clearing rows, gifts). Beyond those rules it checks only that
+  a key is new and a member active; nothing of permissions, policy versions, service shapes
+  and credits by weight, roles, metadata limits or what a replay must repeat; it builds no
+  error message and no object a row, and trusts its input: a floor, not an import. On
+  SQLite: the sqlite3 module with the library's settings (``SQLITE_FILE_PRAGMAS``, foreign
+  keys on), lists as one JSON parameter, one ``executemany`` a table. On PostgreSQL:
+  psycopg, lists as one array parameter, the accounts and open lots locked as read, every
+  table written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest``
+  each, and the same untimed ANALYZE as the library's;
+- on PostgreSQL, ``plain COPY``: bank_copy.py's baseline of part 2, the rows the library
+  wrote (read out of its database after the first round, untimed) copied into a fresh copy
+  of the set-up in one transaction, constraints on.
+
+The floor must accept and refuse the same rows as the library and leave every account with
+the same balance and the same number of rows in every table it writes (else the exit status
+is 1). Ratios to the ceiling are in entries a second, as bank_w.py reports them; to the
+plain COPY in rows of W a second, as bank_copy.py does. Results go to
+benchmarks/results/import-floor-<backend>-<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+from sqlalchemy import URL, create_engine, make_url, text
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCHMARKS_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+
+import bank_w  # noqa: E402 - after the path set-up
+from bank_copy import read_out, write_in  # noqa: E402
+from run_w import (  # noqa: E402
+    DEFAULT_PG_URL,
+    REGISTRY,
+    Backend,
+    machine_info,
+    postgres_database,
+    run_contender,
+    save_result,
+    sqlite_database,
+)
+from workload import PHASE_B_COUNT, Transfer, Workload, generate  # noqa: E402
+
+from timebank._db import SQLITE_FILE_PRAGMAS, pg_integer_array  # noqa: E402
+
+BATCH_ROWS = bank_w.BATCH_ROWS
+#: The tables the floor writes; their row counts must match the library's.
+TABLES = (
+    "tb_entries",
+    "tb_postings",
+    "tb_services",
+    "tb_service_recipients",
+    "tb_confirmations",
+    "tb_lots",
+    "tb_lot_uses",
+    "tb_redemptions",
+    "tb_redemption_origins",
+    "tb_gifts",
+)
+MIN_AGE = bank_w.POLICY.redemption_min_age or 0
+SERVICE_COLUMNS = (
+    "id", "programme_id", "idempotency_key", "volunteer_id", "site_id", "service_type",
+    "started_at", "ended_at", "raw_minutes", "weight_permille", "credited_minutes",
+    "policy_version", "note", "status", "reason", "recorded_by", "recorded_at", "decided_at",
+    "deposit_entry_id",
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def micros(text: str) -> int:
+    """An ISO-8601 instant as the library stores it on SQLite (microseconds since 1970)."""
+    return (datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
+
+
+def connect(path: str) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)
+    for pragma in SQLITE_FILE_PRAGMAS:
+        con.execute(f"PRAGMA {pragma}")
+    con.execute("PRAGMA foreign_keys = ON")
+    return con
+
+
+def listed(values: Iterable[int | str]) -> str:
+    """A list as the one JSON parameter ``json_each`` reads (what the library sends)."""
+    return json.dumps(list(values))
+
+
+#: A parsed row: key, kind, member, recipient, site, service type, start and end (micro-
+#: seconds), minutes.
+Row = tuple[str, str, int, int | None, str, str, int, int | None, int]
+#: A lot as judged: [id, remaining minutes, origin site, earned on, stored remaining (None
+#: for a lot made by the batch)].
+Lot = list[Any]
+
+
+@dataclass
+class State:
+    """What a batch's rules read, one query each."""
+
+    sites: dict[str, tuple[int, int | None, int]]  # code: id, issue and redeem accounts
+    members: dict[int, tuple[str, int]]  # id: status, account
+    accounts: dict[int, list[Any]]  # id: [floor, posted minutes, version]
+    stored: set[str]  # the batch's keys already stored
+    born: dict[int, str]
+    relations: dict[tuple[int, int], str]
+    lots: defaultdict[int, list[Lot]]  # open lots, first in first out
+    busy: defaultdict[int, list[tuple[int, int]]]  # services in the batch's span
+    ids: list[int]  # the last entry, service and lot ids
+
+
+@dataclass
+class Writes:
+    """The rows a batch writes, as the tuples executemany binds."""
+
+    now: int
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
+    postings: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    services: list[tuple[Any, ...]] = field(default_factory=list)
+    recipients: list[tuple[int, int]] = field(default_factory=list)
+    confirmations: list[tuple[int, str, str, int]] = field(default_factory=list)
+    lots: list[tuple[Any, ...]] = field(default_factory=list)  # the Lot fourth
+    touched: dict[int, Lot] = field(default_factory=dict)
+    uses: list[tuple[int, int, int]] = field(default_factory=list)
+    redemptions: list[tuple[Any, ...]] = field(default_factory=list)
+    origins: list[tuple[Any, ...]] = field(default_factory=list)
+    gifts: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def parse(text: str) -> list[Row]:
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    rows: list[Row] = []
+    for key, kind, member, recipient, site, service_type, started, ended, minutes in reader:
+        start = micros(started)
+        if kind == "service":
+            end = micros(ended)
+            rows.append((key, kind, int(member), int(recipient), site, service_type, start, end,
+                         (end - start) // 60_000_000))
+        else:
+            rows.append((key, kind, int(member), int(recipient) if recipient else None, site,
+                         service_type, start, None, int(minutes)))
+    return rows
+
+
+class Floor:
+    """The floor's import on SQLite: a batch's state read with one query per kind of fact,
+    its rows judged in one loop over tuples, its writes one executemany per table."""
+
+    #: How a list of values is one parameter (what the library sends on each database).
+    LIST = "(SELECT value FROM json_each(?))"
+    BEGIN = "BEGIN IMMEDIATE"
+    #: Rows the batch will change, locked as it reads them (SQLite's BEGIN IMMEDIATE
+    #: already holds the only write lock).
+    LOCK = ""
+
+    def __init__(self, path: str, programme: str, operator: str) -> None:
+        self.con: Any = self.connect(path)
+        (self.programme_id,) = self.execute(
+            "SELECT id FROM tb_programmes WHERE code = ?", (programme,)
+        ).fetchone()
+        self.operator = operator
+        self.accepted = 0
+        self.refused: Counter[str] = Counter()
+        self.untimed = 0.0
+
+    def connect(self, path: str) -> Any:
+        return connect(path)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.con.execute(sql.replace("{list}", self.LIST).replace("{lock}", self.LOCK),
+                                params)
+
+    def listed(self, values: Iterable[int | str]) -> Any:
+        return listed(set(values))
+
+    def instant(self, micros: int) -> Any:
+        """A time as this database's driver takes and gives it (SQLite: the integer)."""
+        return micros
+
+    def micros(self, value: Any) -> int:
+        return int(value)
+
+    def earned(self, end: int) -> Any:
+        return datetime.fromtimestamp(end / 1e6, UTC).date().isoformat()
+
+    def birth(self, value: Any) -> date:
+        return date.fromisoformat(value)
+
+    def run(self, transfers: Sequence[Transfer], setup: bank_w.Setup
+            ) -> tuple[int, Counter[str]]:
+        """Phase B in batches of 1,000 rows, each made into CSV text here as bank_w.py
+        makes it in its timed phase (the input of an import is the file)."""
+        for start in range(0, len(transfers), BATCH_ROWS):
+            chunk = transfers[start : start + BATCH_ROWS]
+            self.batch("\n".join((bank_w.HEADER, *(bank_w.history_line(t, setup)
+                                                   for t in chunk))) + "\n")
+            self.after_batch()
+        self.con.close()
+        return self.accepted, self.refused
+
+    def after_batch(self) -> None:
+        """Nothing on SQLite (PostgreSQL's floor gathers statistics here, untimed)."""
+
+    def batch(self, text: str) -> None:
+        rows = parse(text)
+        self.execute(self.BEGIN)
+        state = self.read(rows)
+        writes = Writes(now=micros(datetime.now(UTC).isoformat()))
+        for row in rows:
+            reason = self.judge(row, state, writes)
+            if reason:
+                self.refused[reason] += 1
+            else:
+                self.accepted += 1
+        self.write(writes, state)
+        self.execute("COMMIT")
+
+    def read(self, rows: list[Row]) -> State:
+        pid = self.programme_id
+
+        def query(sql: str, values: Iterable[int | str], *more: Any) -> Any:
+            return self.execute(sql, (self.listed(values), *more))
+
+        people = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
+        members = {mid: (status, account) for mid, status, account in query(
+            "SELECT id, status, account_id FROM tb_members WHERE id IN {list} "
+            "AND programme_id = ?", people, pid)}
+        sites = {code: (sid, issued, redeemed) for code, sid, issued, redeemed in self.execute(
+            "SELECT code, id, issued_account_id, redeemed_account_id FROM tb_sites "
+            "WHERE programme_id = ?", (pid,))}
+        account_ids = {a for _, a in members.values()}
+        account_ids |= {a for s in sites.values() for a in s[1:] if a is not None}
+        accounts = {aid: [floor, posted, version] for aid, floor, posted, version in query(
+            "SELECT id, floor_minutes, posted_minutes, version FROM tb_accounts "
+            "WHERE id IN {list} ORDER BY id{lock}", account_ids)}
+        stored: set[str] = set()
+        for table, kind in (("tb_services", "service"), ("tb_redemptions", "redemption"),
+                            ("tb_gifts", "gift")):
+            stored |= {k for (k,) in query(
+                f"SELECT idempotency_key FROM {table} WHERE idempotency_key IN {{list}}",
+                (r[0] for r in rows if r[1] == kind))}
+        born = dict(query(
+            "SELECT member_id, birth_date FROM tb_member_personal WHERE member_id IN {list}",
+            (r[3] or r[2] for r in rows if r[1] == "redemption")))
+        relations = {(m, o): k for m, o, k in query(
+            "SELECT member_id, other_id, kind FROM tb_relations WHERE member_id IN {list}",
+            (r[2] for r in rows if r[1] == "gift"))}
+        lots: defaultdict[int, list[Lot]] = defaultdict(list)
+        for lot_id, mid, remaining, origin, earned in query(
+            "SELECT id, member_id, remaining_minutes, origin_site_id, earned_on FROM tb_lots "
+            "WHERE member_id IN {list} AND remaining_minutes > 0 "
+            "ORDER BY member_id, earned_on, id{lock}",
+            (r[2] for r in rows if r[1] != "service")):
+            lots[mid].append([lot_id, remaining, origin, earned, remaining])
+        return State(sites, members, accounts, stored, born, relations, lots,
+                     self.read_busy(rows), self.read_ids())
+
+    def read_busy(self, rows: list[Row]) -> defaultdict[int, list[tuple[int, int]]]:
+        """The volunteers' services overlapping the batch's span (the overlap rule)."""
+        busy: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
+        services = [r for r in rows if r[1] == "service"]
+        if services:
+            for vid, start, end in self.execute(
+                "SELECT volunteer_id, started_at, ended_at FROM tb_services WHERE volunteer_id "
+                "IN {list} AND status IN ('pending', 'confirmed') "
+                "AND started_at < ? AND ended_at > ?",
+                (self.listed(r[2] for r in services),
+                 self.instant(max(r[7] or 0 for r in services)),
+                 self.instant(min(r[6] for r in services)))):
+                busy[vid].append((self.micros(start), self.micros(end)))
+        return busy
+
+    def read_ids(self) -> list[int]:
+        return [
+            self.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0]
+            for t in ("tb_entries", "tb_services", "tb_lots")
+        ]
+
+    def judge(self, row: Row, state: State, w: Writes) -> str | None:
+        """Apply ``row``; the reason it is refused, or None."""
+        key, kind, member = row[0], row[1], row[2]
+        if key in state.stored or state.members.get(member, ("",))[0] != "active":
+            return "other"
+        if kind == "service":
+            return self.service(row, state, w)
+        account = state.members[member][1]
+        if kind == "redemption":
+            born = self.birth(state.born[row[3] or member])
+            if _age(born, datetime.fromtimestamp(row[6] / 1e6, UTC).date()) < MIN_AGE:
+                return "other"
+        elif row[3] is None or (member, row[3]) not in state.relations:
+            return "other"
+        payer = state.accounts[account]
+        if payer[0] is not None and payer[1] - row[8] < payer[0]:
+            return "short of minutes"
+        state.ids[0] += 1
+        if kind == "redemption":
+            self.redemption(row, state, w, account)
+        else:
+            self.gift(row, state, w, account)
+        return None
+
+    def service(self, row: Row, state: State, w: Writes) -> str | None:
+        key, _, member, recipient, site, service_type, start, end, minutes = row
+        assert end is not None
+        assert recipient is not None
+        if any(s < end and e > start for s, e in state.busy[member]):
+            return "overlapping service"
+        sid, issued, _ = state.sites[site]
+        assert issued is not None
+        ids = state.ids
+        ids[0] += 1
+        ids[1] += 1
+        ids[2] += 1
+        entry, service, now, op = ids[0], ids[1], w.now, self.operator
+        metadata = json.dumps({"service_id": service, "service_type": service_type,
+                               "raw_minutes": minutes, "weight_permille": 1000,
+                               "credited_minutes": minutes, "diverted_minutes": 0})
+        w.entries.append((entry, f"service-{service}-deposit", "deposit", end, now, op,
+                          f"service {service}: {service_type}", metadata))
+        post(state, w, entry, (issued, state.members[member][1]), minutes)
+        w.services.append((service, self.programme_id, key, member, sid, service_type, start,
+                           end, minutes, 1000, minutes, 1, "", "confirmed", "", op, now, now,
+                           entry))
+        w.recipients.append((service, recipient))
+        w.confirmations.append((service, "operator", op, now))
+        earned = self.earned(end)
+        lot = [ids[2], minutes, sid, earned, None]
+        state.lots[member].append(lot)
+        w.lots.append((ids[2], member, minutes, lot, sid, earned, None, entry, None))
+        state.busy[member].append((start, end))
+        return None
+
+    def redemption(self, row: Row, state: State, w: Writes, account: int) -> None:
+        key, _, member, recipient, site, service_type, start, _, minutes = row
+        cared = recipient or member
+        sid, _, redeemed = state.sites[site]
+        entry = state.ids[0]
+        w.entries.append((entry, f"redemption:{key}", "redemption", start, w.now, self.operator,
+                          f"{service_type} for member {cared}",
+                          json.dumps({"recipient_id": cared, "service_type": service_type})))
+        post(state, w, entry, (account, redeemed), minutes)
+        origins: defaultdict[int, int] = defaultdict(int)
+        for lot, part in take(state, w, member, minutes, entry):
+            origins[lot[2]] += part
+        w.redemptions.append((self.programme_id, key, member, cared, sid, service_type, minutes,
+                              start, self.operator, entry))
+        w.origins.extend((entry, o, self.programme_id, sid, start, m)
+                         for o, m in origins.items())
+
+    def gift(self, row: Row, state: State, w: Writes, account: int) -> None:
+        key, _, member, receiver, _, _, start, _, minutes = row
+        assert receiver is not None
+        entry, ids = state.ids[0], state.ids
+        w.entries.append((entry, f"gift:{key}", "gift", start, w.now, self.operator,
+                          f"gift from member {member} to member {receiver}", None))
+        post(state, w, entry, (account, state.members[receiver][1]), minutes)
+        queue = state.lots[receiver]
+        for lot, part in take(state, w, member, minutes, entry):
+            ids[2] += 1
+            new = [ids[2], part, lot[2], lot[3], None]
+            queue.append(new)
+            w.lots.append((ids[2], receiver, part, new, lot[2], lot[3], None, entry, lot[0]))
+        queue.sort(key=lambda lot: (lot[3], lot[0]))
+        w.gifts.append((self.programme_id, key, member, receiver, minutes, start, self.operator,
+                        entry))
+
+    def write(self, w: Writes, state: State) -> None:
+        many = self.con.executemany
+        many(_insert("tb_entries", "id, idempotency_key, code, occurred_at, recorded_at, "
+                     "operator, memo, metadata"), w.entries)
+        many(_insert("tb_postings", "entry_id, account_id, amount_minutes, "
+                     "balance_after_minutes, recorded_at"), w.postings)
+        many("UPDATE tb_accounts SET posted_minutes = ?, version = ? WHERE id = ?",
+             [(a[1], a[2], aid) for aid, a in state.accounts.items()])
+        many(_insert("tb_services", ", ".join(SERVICE_COLUMNS)), w.services)
+        many(_insert("tb_service_recipients", "service_id, member_id"), w.recipients)
+        many(_insert("tb_confirmations", "service_id, party, confirmed_by, confirmed_at"),
+             w.confirmations)
+        many(_insert("tb_lots", "id, member_id, minutes, remaining_minutes, origin_site_id, "
+                     "earned_on, expires_on, source_entry_id, parent_lot_id"),
+             [(i, m, n, lot[1], o, e, x, s, p) for i, m, n, lot, o, e, x, s, p in w.lots])
+        many("UPDATE tb_lots SET remaining_minutes = ? WHERE id = ?",
+             [(lot[1], lot[0]) for lot in w.touched.values()])
+        many(_insert("tb_lot_uses", "entry_id, lot_id, minutes"), w.uses)
+        many(_insert("tb_redemptions", "programme_id, idempotency_key, member_id, recipient_id, "
+                     "site_id, service_type, minutes, occurred_at, redeemed_by, entry_id"),
+             w.redemptions)
+        many(_insert("tb_redemption_origins", "entry_id, origin_site_id, programme_id, site_id, "
+                     "occurred_at, minutes"), w.origins)
+        many(_insert("tb_gifts", "programme_id, idempotency_key, giver_id, receiver_id, minutes, "
+                     "occurred_at, given_by, entry_id"), w.gifts)
+
+
+class PgFloor(Floor):
+    """The floor on PostgreSQL: lists as one array parameter, the accounts and lots read
+    locked, every table written by COPY, the accounts and stored lots by one UPDATE each;
+    ANALYZE whenever the entries double, untimed (what autovacuum keeps up; bank_w.py's
+    import gets the same)."""
+
+    LIST = "%s"
+    BEGIN = "BEGIN"
+    LOCK = " FOR UPDATE"
+
+    def __init__(self, url: str, programme: str, operator: str) -> None:
+        super().__init__(url, programme, operator)
+        self.analyzed = 0
+
+    def connect(self, path: str) -> Any:
+        return psycopg.connect(path, autocommit=True)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        sql = sql.replace("IN {list}", "= ANY({list})").replace("?", "%s")
+        return super().execute(sql, params)
+
+    def listed(self, values: Iterable[int | str]) -> Any:
+        found = sorted(set(values))
+        return pg_integer_array(found) or found
+
+    def instant(self, micros: int) -> Any:
+        return _NAIVE_EPOCH + timedelta(microseconds=micros)
+
+    def micros(self, value: Any) -> int:
+        return int((value - _NAIVE_EPOCH) // _MICROSECOND)
+
+    def earned(self, end: int) -> Any:
+        return (_NAIVE_EPOCH + timedelta(microseconds=end)).date()
+
+    def birth(self, value: Any) -> date:
+        return cast(date, value)
+
+    def after_batch(self) -> None:
+        if self.accepted >= max(2 * self.analyzed, 10_000):
+            started = time.perf_counter()
+            self.con.execute("ANALYZE")
+            self.untimed += time.perf_counter() - started
+            self.analyzed = self.accepted
+
+    def write(self, w: Writes, state: State) -> None:
+        t = self.instant
+        copy = self.copy
+        copy("tb_entries", "id, idempotency_key, code, occurred_at, recorded_at, operator, "
+             "memo, metadata", ((e, k, c, t(o), t(r), op, m, d)
+                                for e, k, c, o, r, op, m, d in w.entries))
+        copy("tb_postings", "entry_id, account_id, amount_minutes, balance_after_minutes, "
+             "recorded_at", ((e, a, m, b, t(r)) for e, a, m, b, r in w.postings))
+        ids, posted, versions = zip(*((aid, a[1], a[2]) for aid, a in state.accounts.items()),
+                                    strict=True)
+        self.con.execute(
+            "UPDATE tb_accounts AS a SET posted_minutes = v.posted, version = v.version "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, posted, version) "
+            "WHERE a.id = v.id", (list(ids), list(posted), list(versions)))
+        copy("tb_services", ", ".join(SERVICE_COLUMNS),
+             ((*r[:6], t(r[6]), t(r[7]), *r[8:16], t(r[16]), t(r[17]), r[18])
+              for r in w.services))
+        copy("tb_service_recipients", "service_id, member_id", w.recipients)
+        copy("tb_confirmations", "service_id, party, confirmed_by, confirmed_at",
+             ((sid, party, by, t(at)) for sid, party, by, at in w.confirmations))
+        copy("tb_lots", "id, member_id, minutes, remaining_minutes, origin_site_id, earned_on, "
+             "expires_on, source_entry_id, parent_lot_id",
+             ((i, m, n, lot[1], o, e, x, s, p) for i, m, n, lot, o, e, x, s, p in w.lots))
+        if w.touched:
+            self.con.execute(
+                "UPDATE tb_lots AS l SET remaining_minutes = v.left_minutes "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, left_minutes) "
+                "WHERE l.id = v.id",
+                (list(w.touched), [lot[1] for lot in w.touched.values()]))
+        copy("tb_lot_uses", "entry_id, lot_id, minutes", w.uses)
+        copy("tb_redemptions", "programme_id, idempotency_key, member_id, recipient_id, "
+             "site_id, service_type, minutes, occurred_at, redeemed_by, entry_id",
+             ((*r[:7], t(r[7]), *r[8:]) for r in w.redemptions))
+        copy("tb_redemption_origins", "entry_id, origin_site_id, programme_id, site_id, "
+             "occurred_at, minutes", ((*r[:4], t(r[4]), r[5]) for r in w.origins))
+        copy("tb_gifts", "programme_id, idempotency_key, giver_id, receiver_id, minutes, "
+             "occurred_at, given_by, entry_id", ((*r[:5], t(r[5]), *r[6:]) for r in w.gifts))
+
+    def copy(self, table: str, columns: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self.con.cursor() as cursor, cursor.copy(
+            f"COPY {table} ({columns}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def post(state: State, w: Writes, entry: int, accounts: tuple[int, int], minutes: int) -> None:
+    """Move ``minutes`` from the first account to the second; their postings."""
+    debit, credit = state.accounts[accounts[0]], state.accounts[accounts[1]]
+    debit[1] -= minutes
+    debit[2] += 1
+    credit[1] += minutes
+    credit[2] += 1
+    w.postings.append((entry, accounts[0], -minutes, debit[1], w.now))
+    w.postings.append((entry, accounts[1], minutes, credit[1], w.now))
+
+
+def take(state: State, w: Writes, member: int, minutes: int, entry: int
+         ) -> list[tuple[Lot, int]]:
+    """``minutes`` from ``member``'s lots, first in, first out (the balance was checked)."""
+    taken: list[tuple[Lot, int]] = []
+    left = minutes
+    for lot in state.lots[member]:
+        if lot[1] == 0:
+            continue
+        part = min(left, lot[1])
+        lot[1] -= part
+        left -= part
+        taken.append((lot, part))
+        if lot[4] is not None:  # a stored lot: its remaining minutes are written back
+            w.touched[lot[0]] = lot
+        w.uses.append((entry, lot[0], part))
+        if not left:
+            break
+    return taken
+
+
+def _insert(table: str, columns: str) -> str:
+    marks = ", ".join("?" for _ in columns.split(","))
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+
+
+def _age(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+Timed = tuple[float, int, Counter[str]]
+
+
+def library(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
+    """bank_w.py's bulk import (its ANALYZE on PostgreSQL untimed)."""
+    seconds, accepted, refused, bank = bank_w.timed_bank(
+        url, lambda b: bank_w.import_batches(b, workload.phase_b, setup, "bulk"))
+    bank.dispose()
+    return seconds, accepted, refused
+
+
+def floor(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
+    if url.get_backend_name() == "sqlite":
+        contender: Floor = Floor(url.database or "", bank_w.PROGRAMME, bank_w.OPERATOR)
+    else:
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        contender = PgFloor(conninfo, bank_w.PROGRAMME, bank_w.OPERATOR)
+    started = time.perf_counter()
+    accepted, refused = contender.run(workload.phase_b, setup)
+    return time.perf_counter() - started - contender.untimed, accepted, refused
+
+
+def ceiling(backend: Backend, directory: Path, pg_url: URL, workload: Workload) -> float:
+    database = (sqlite_database(directory, "ceiling") if backend == "sqlite"
+                else postgres_database(pg_url, "floor_ceiling"))
+    with database as url:
+        result = run_contender("ceiling", REGISTRY["ceiling"], url, workload, naive_limit=0,
+                               analyze=False)
+    return result.b_seconds
+
+
+def state_of(url: URL) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    """Every account's balance, and the rows of every table the floor writes."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            balances = [(int(i), int(m)) for i, m in conn.execute(
+                text("SELECT id, posted_minutes FROM tb_accounts ORDER BY id"))]
+            counts = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+                      for t in TABLES}
+    finally:
+        engine.dispose()
+    return balances, counts
+
+
+@dataclass
+class Run:
+    """Every round's seconds by contender, and what the first round found."""
+
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    outcome: dict[str, tuple[int, Counter[str]]] = field(default_factory=dict)
+    states: dict[str, tuple[list[tuple[int, int]], dict[str, int]]] = field(
+        default_factory=dict)
+
+
+def measure(backend: Backend, pg_url: URL, rounds: int, workload: Workload) -> Run:
+    run = Run()
+    plain_rows: dict[str, tuple[int, bytes]] | None = None
+    with tempfile.TemporaryDirectory(prefix="tbfloor-") as name:
+        directory = Path(name)
+        with bank_w.template(backend, pg_url, directory, workload) as (setup, copy):
+            for number in range(rounds):
+                print(f"round {number + 1}: ceiling", flush=True)
+                times = {"ceiling": ceiling(backend, directory, pg_url, workload)}
+                for label, contender in (("floor", floor), ("library", library)):
+                    print(f"round {number + 1}: {label}", flush=True)
+                    url = copy(f"floor_{label}{number}")
+                    times[label], accepted, refused = contender(url, workload, setup)
+                    run.outcome[label] = (accepted, refused)
+                    if number == 0:
+                        run.states[label] = state_of(url)
+                    if backend == "postgres" and plain_rows is None and label == "library":
+                        plain_rows = read_out(url)
+                if plain_rows is not None:
+                    print(f"round {number + 1}: plain COPY", flush=True)
+                    times["copy"] = write_in(copy(f"floor_plain{number}"), plain_rows,
+                                             replica=False)
+                run.rounds.append(times)
+                print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    args = parser.parse_args(argv)
+    backend: Backend = args.backend
+    run = measure(backend, make_url(args.pg_url), args.rounds, generate())
+    problems = []
+    if run.states["floor"] != run.states["library"]:
+        problems.append("the floor's balances or row counts differ from the library's")
+    if run.outcome["floor"] != run.outcome["library"]:
+        problems.append(f"accepted and refused differ: floor {run.outcome['floor']}, "
+                        f"library {run.outcome['library']}")
+    report = render(backend, make_url(args.pg_url), run, problems, argv)
+    save_result(f"import-floor-{backend}", report, trial=args.rounds != DEFAULT_ROUNDS)
+    return 1 if problems else 0
+
+
+DEFAULT_ROUNDS = 5
+SAME = ("the floor accepted and refused the same rows, and left every account's balance and "
+        "every table's row count as the library did")
+
+
+def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
+           argv: Sequence[str]) -> str:
+    accepted, refused = run.outcome["library"]
+    counts = run.states["library"][1]
+    plain = "copy" in run.rounds[0]
+    lines = [
+        f"# The floor of a Python import on {backend}, beside the library's (W's phase B)",
+        "",
+        f"- Command: `python benchmarks/import_floor.py {' '.join(argv)}`".rstrip(),
+        f"- Date: {datetime.now(UTC).isoformat(timespec='minutes')}",
+        *(f"- {k}: {v}" for k, v in machine_info(backend, pg_url).items()),
+        f"- Rows: {PHASE_B_COUNT:,} in batches of {BATCH_ROWS:,}; accepted {accepted:,} "
+        f"(entries), refused {sum(refused.values()):,} ("
+        + ", ".join(f"{v:,} {k}" for k, v in sorted(refused.items())) + ")",
+        "- Rows written by each: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()),
+        f"- Check: {'; '.join(problems) or SAME}",
+        "",
+        "| round | ceiling s (transfers a second) | floor s | floor ÷ ceiling | library s | "
+        "library ÷ ceiling | library ÷ floor (time) |"
+        + (" plain COPY s | floor ÷ COPY | library ÷ COPY |" if plain else ""),
+        "|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if plain else ""),
+    ]
+    ratios: dict[str, list[float]] = {"floor": [], "library": [], "floor_copy": [],
+                                      "library_copy": []}
+    for number, t in enumerate(run.rounds, 1):
+        rate = PHASE_B_COUNT / t["ceiling"]
+        for label in ("floor", "library"):
+            ratios[label].append(accepted / t[label] / rate)
+        line = (f"| {number} | {t['ceiling']:.2f} ({rate:,.0f}) | {t['floor']:.2f} | "
+                f"{ratios['floor'][-1]:.3f} | {t['library']:.2f} | "
+                f"{ratios['library'][-1]:.3f} | {t['library'] / t['floor']:.2f} |")
+        if plain:
+            # Rows of W a second over the plain COPY's, as bank_copy.py reports it: the
+            # plain COPY's time over the import's.
+            ratios["floor_copy"].append(t["copy"] / t["floor"])
+            ratios["library_copy"].append(t["copy"] / t["library"])
+            line += (f" {t['copy']:.2f} | {ratios['floor_copy'][-1]:.3f} | "
+                     f"{ratios['library_copy'][-1]:.3f} |")
+        lines.append(line)
+    lines += [
+        "",
+        f"Medians: the floor {statistics.median(ratios['floor']):.3f} of the core ceiling, "
+        f"the library {statistics.median(ratios['library']):.3f} (entries a second over the "
+        "ceiling's transfers a second, each round's own ceiling; issue 10's target for part 1: "
+        "0.25)."
+        + (f" Against a plain COPY of the rows the library wrote, constraints on: the floor "
+           f"{statistics.median(ratios['floor_copy']):.3f}, the library "
+           f"{statistics.median(ratios['library_copy']):.3f} (part 2's target: 0.5)."
+           if plain else ""),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
