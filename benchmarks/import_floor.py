@@ -4,7 +4,8 @@ W's phase B can come on this stack, beside the library's own (issue 10, parts 1 
     python benchmarks/import_floor.py [--backend sqlite|postgres] [--pg-url URL] [--rounds N]
 
 Contenders, each on its own copy of bank_w.py's set-up (W's stations, care homes, 10,000
-volunteers and their relations), in turn, ``--rounds`` times (default 5):
+volunteers and their relations), in turn, ``--rounds`` times (default 5), the floor and the
+library in alternating order:
 
 - ``ceiling``: run_w.py's core ceiling, phase B (the baseline of part 1's 25 %);
 - ``library``: bank_w.py's bulk import, 100 calls of ``import_history(method="bulk")`` of
@@ -19,22 +20,26 @@ volunteers and their relations), in turn, ``--rounds`` times (default 5):
   balance, a gift's relation and balance; lots first in, first out, a gift's pieces becoming
   the receiver's lots); write the same rows into the same tables (entries with their
   metadata, postings with running balances, accounts, services, recipients, confirmations,
-  lots, lot uses, redemptions, clearing rows, gifts). Beyond those rules it checks only that
-  a key is new and a member active; nothing of permissions, policy versions, service shapes
-  and credits by weight, roles, metadata limits or what a replay must repeat; it builds no
-  error message and no object a row, and trusts its input: a floor, not an import. On
-  SQLite: the sqlite3 module with the library's settings (``SQLITE_FILE_PRAGMAS``, foreign
-  keys on), lists as one JSON parameter, one ``executemany`` a table. On PostgreSQL:
-  psycopg, lists as one array parameter, the accounts and open lots locked as read, every
-  table written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest``
-  each, and the same untimed ANALYZE as the library's;
+  lots, lot uses, redemptions, clearing rows, gifts; the accounts it moved, guarded by the
+  version it read). Beside those rules it checks that a key is new and a member active;
+  nothing of permissions, policy versions, service shapes and credits by weight, roles,
+  metadata limits or what a replay must repeat; it takes ids as max(id) under the batch's
+  write lock, not from sequences; it builds no error message and no object a row, and
+  trusts its input. A lean import written for W, not a proven lower bound: what it does is
+  what any import of these rows must do, in as little Python as we could write. On SQLite:
+  the sqlite3 module with the library's settings (``SQLITE_FILE_PRAGMAS``, foreign keys on),
+  lists as one JSON parameter, one ``executemany`` a table. On PostgreSQL: psycopg, lists
+  as one array parameter, the members, accounts and open lots locked as read, every table
+  written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest`` each, and
+  the same untimed ANALYZE as the library's;
 - on PostgreSQL, ``plain COPY``: bank_copy.py's baseline of part 2, the rows the library
   wrote (read out of its database after the first round, untimed) copied into a fresh copy
   of the set-up in one transaction, constraints on.
 
-The floor must accept and refuse the same rows as the library and leave every account with
-the same balance and the same number of rows in every table it writes (else the exit status
-is 1). Ratios to the ceiling are in entries a second, as bank_w.py reports them; to the
+In the first round the floor must accept and refuse the same rows as the library, and
+every table it writes (the accounts too) must hold the same rows, ids, balances after each
+posting and lots' remaining minutes included, but for the times of recording (else the exit
+status is 1). Ratios to the ceiling are in entries a second, as bank_w.py reports them; to the
 plain COPY in rows of W a second, as bank_copy.py does. Results go to
 benchmarks/results/import-floor-<backend>-<date>.md.
 """
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -82,6 +88,7 @@ from workload import PHASE_B_COUNT, Transfer, Workload, generate  # noqa: E402
 from timebank._db import SQLITE_FILE_PRAGMAS, pg_integer_array  # noqa: E402
 
 BATCH_ROWS = bank_w.BATCH_ROWS
+DEFAULT_ROUNDS = 5
 #: The tables the floor writes; their row counts must match the library's.
 TABLES = (
     "tb_entries",
@@ -140,7 +147,7 @@ class State:
 
     sites: dict[str, tuple[int, int | None, int]]  # code: id, issue and redeem accounts
     members: dict[int, tuple[str, int]]  # id: status, account
-    accounts: dict[int, list[Any]]  # id: [floor, posted minutes, version]
+    accounts: dict[int, list[Any]]  # id: [floor, posted minutes, version, version read]
     stored: set[str]  # the batch's keys already stored
     born: dict[int, str]
     relations: dict[tuple[int, int], str]
@@ -195,6 +202,7 @@ class Floor:
     LOCK = ""
 
     def __init__(self, path: str, programme: str, operator: str) -> None:
+        self.rows: list[Row] = []
         self.con: Any = self.connect(path)
         (self.programme_id,) = self.execute(
             "SELECT id FROM tb_programmes WHERE code = ?", (programme,)
@@ -214,11 +222,12 @@ class Floor:
     def listed(self, values: Iterable[int | str]) -> Any:
         return listed(set(values))
 
-    def instant(self, micros: int) -> Any:
-        """A time as this database's driver takes and gives it (SQLite: the integer)."""
-        return micros
+    def to_db_time(self, micros_: int) -> Any:
+        """A time (microseconds since 1970) as this database's driver takes it (SQLite: the
+        integer the library stores)."""
+        return micros_
 
-    def micros(self, value: Any) -> int:
+    def from_db_time(self, value: Any) -> int:
         return int(value)
 
     def earned(self, end: int) -> Any:
@@ -244,9 +253,10 @@ class Floor:
 
     def batch(self, text: str) -> None:
         rows = parse(text)
+        self.rows = rows
         self.execute(self.BEGIN)
         state = self.read(rows)
-        writes = Writes(now=micros(datetime.now(UTC).isoformat()))
+        writes = Writes(now=(datetime.now(UTC) - _EPOCH) // _MICROSECOND)
         for row in rows:
             reason = self.judge(row, state, writes)
             if reason:
@@ -265,13 +275,13 @@ class Floor:
         people = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
         members = {mid: (status, account) for mid, status, account in query(
             "SELECT id, status, account_id FROM tb_members WHERE id IN {list} "
-            "AND programme_id = ?", people, pid)}
+            "AND programme_id = ? ORDER BY id{lock}", people, pid)}
         sites = {code: (sid, issued, redeemed) for code, sid, issued, redeemed in self.execute(
             "SELECT code, id, issued_account_id, redeemed_account_id FROM tb_sites "
             "WHERE programme_id = ?", (pid,))}
         account_ids = {a for _, a in members.values()}
         account_ids |= {a for s in sites.values() for a in s[1:] if a is not None}
-        accounts = {aid: [floor, posted, version] for aid, floor, posted, version in query(
+        accounts = {aid: [floor, posted, version, version] for aid, floor, posted, version in query(
             "SELECT id, floor_minutes, posted_minutes, version FROM tb_accounts "
             "WHERE id IN {list} ORDER BY id{lock}", account_ids)}
         stored: set[str] = set()
@@ -306,9 +316,9 @@ class Floor:
                 "IN {list} AND status IN ('pending', 'confirmed') "
                 "AND started_at < ? AND ended_at > ?",
                 (self.listed(r[2] for r in services),
-                 self.instant(max(r[7] or 0 for r in services)),
-                 self.instant(min(r[6] for r in services)))):
-                busy[vid].append((self.micros(start), self.micros(end)))
+                 self.to_db_time(max(r[7] or 0 for r in services)),
+                 self.to_db_time(min(r[6] for r in services)))):
+                busy[vid].append((self.from_db_time(start), self.from_db_time(end)))
         return busy
 
     def read_ids(self) -> list[int]:
@@ -412,8 +422,8 @@ class Floor:
                      "operator, memo, metadata"), w.entries)
         many(_insert("tb_postings", "entry_id, account_id, amount_minutes, "
                      "balance_after_minutes, recorded_at"), w.postings)
-        many("UPDATE tb_accounts SET posted_minutes = ?, version = ? WHERE id = ?",
-             [(a[1], a[2], aid) for aid, a in state.accounts.items()])
+        many("UPDATE tb_accounts SET posted_minutes = ?, version = ?, last_recorded_at = ? "
+             "WHERE id = ? AND version = ?", changed(state, w))
         many(_insert("tb_services", ", ".join(SERVICE_COLUMNS)), w.services)
         many(_insert("tb_service_recipients", "service_id, member_id"), w.recipients)
         many(_insert("tb_confirmations", "service_id, party, confirmed_by, confirmed_at"),
@@ -446,6 +456,37 @@ class PgFloor(Floor):
     def __init__(self, url: str, programme: str, operator: str) -> None:
         super().__init__(url, programme, operator)
         self.analyzed = 0
+        self.sequences = [
+            self.con.execute("SELECT pg_get_serial_sequence(%s, 'id')", (t,)).fetchone()[0]
+            for t in ("tb_entries", "tb_services", "tb_lots")
+        ]
+        self.ids_read: list[int] = []
+
+    def read_ids(self) -> list[int]:
+        """The last id each sequence gave: the library takes its ids from the sequences
+        (``reserve_ids``), so the floor does, to write the same ids."""
+        self.ids_read = [
+            last if called else last - 1
+            for last, called in (
+                self.con.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
+                for seq in self.sequences
+            )
+        ]
+        return list(self.ids_read)
+
+    def take_ids(self, state: State) -> None:
+        """Move the sequences past the ids the batch used, as the library's reservations
+        do: the entries' and lots' exactly; the services' by a block of one id per service
+        row of the batch, taken at its first accepted service (its refused rows leave
+        gaps)."""
+        services = sum(1 for r in self.rows if r[1] == "service")
+        ends = [state.ids[0], self.ids_read[1] + services if state.ids[1] > self.ids_read[1]
+                else self.ids_read[1], state.ids[2]]
+        moved = [(seq, end) for seq, end, read in zip(self.sequences, ends, self.ids_read,
+                                                       strict=True) if end > read]
+        if moved:
+            self.con.execute("SELECT " + ", ".join("setval(%s, %s)" for _ in moved),
+                             [v for pair in moved for v in pair])
 
     def connect(self, path: str) -> Any:
         return psycopg.connect(path, autocommit=True)
@@ -458,10 +499,10 @@ class PgFloor(Floor):
         found = sorted(set(values))
         return pg_integer_array(found) or found
 
-    def instant(self, micros: int) -> Any:
-        return _NAIVE_EPOCH + timedelta(microseconds=micros)
+    def to_db_time(self, micros_: int) -> Any:
+        return _NAIVE_EPOCH + timedelta(microseconds=micros_)
 
-    def micros(self, value: Any) -> int:
+    def from_db_time(self, value: Any) -> int:
         return int((value - _NAIVE_EPOCH) // _MICROSECOND)
 
     def earned(self, end: int) -> Any:
@@ -478,19 +519,23 @@ class PgFloor(Floor):
             self.analyzed = self.accepted
 
     def write(self, w: Writes, state: State) -> None:
-        t = self.instant
+        self.take_ids(state)
+        t = self.to_db_time
         copy = self.copy
         copy("tb_entries", "id, idempotency_key, code, occurred_at, recorded_at, operator, "
              "memo, metadata", ((e, k, c, t(o), t(r), op, m, d)
                                 for e, k, c, o, r, op, m, d in w.entries))
         copy("tb_postings", "entry_id, account_id, amount_minutes, balance_after_minutes, "
              "recorded_at", ((e, a, m, b, t(r)) for e, a, m, b, r in w.postings))
-        ids, posted, versions = zip(*((aid, a[1], a[2]) for aid, a in state.accounts.items()),
-                                    strict=True)
-        self.con.execute(
-            "UPDATE tb_accounts AS a SET posted_minutes = v.posted, version = v.version "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, posted, version) "
-            "WHERE a.id = v.id", (list(ids), list(posted), list(versions)))
+        rows = changed(state, w)
+        if rows:
+            posted, versions, _, ids, read = (list(c) for c in zip(*rows, strict=True))
+            self.con.execute(
+                "UPDATE tb_accounts AS a SET posted_minutes = v.posted, version = v.version, "
+                "last_recorded_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
+                "%s::bigint[]) AS v(id, posted, version, read) "
+                "WHERE a.id = v.id AND a.version = v.read",
+                (t(w.now), ids, posted, versions, read))
         copy("tb_services", ", ".join(SERVICE_COLUMNS),
              ((*r[:6], t(r[6]), t(r[7]), *r[8:16], t(r[16]), t(r[17]), r[18])
               for r in w.services))
@@ -532,6 +577,12 @@ def post(state: State, w: Writes, entry: int, accounts: tuple[int, int], minutes
     credit[2] += 1
     w.postings.append((entry, accounts[0], -minutes, debit[1], w.now))
     w.postings.append((entry, accounts[1], minutes, credit[1], w.now))
+
+
+def changed(state: State, w: Writes) -> list[tuple[int, int, int, int, int]]:
+    """The accounts the batch moved, as the guarded UPDATE's rows (posted, version, recorded,
+    id, version read); unmoved ones are not written, as the library writes them."""
+    return [(a[1], a[2], w.now, aid, a[3]) for aid, a in state.accounts.items() if a[2] != a[3]]
 
 
 def take(state: State, w: Writes, member: int, minutes: int, entry: int
@@ -597,28 +648,44 @@ def ceiling(backend: Backend, directory: Path, pg_url: URL, workload: Workload) 
     return result.b_seconds
 
 
-def state_of(url: URL) -> tuple[list[tuple[int, int]], dict[str, int]]:
-    """Every account's balance, and the rows of every table the floor writes."""
+#: Columns that hold when a row was recorded (the clock of each run), left out of the
+#: comparison of what the floor and the library wrote.
+RECORDED = {"recorded_at", "decided_at", "confirmed_at", "last_recorded_at"}
+
+State_ = tuple[dict[str, int], dict[str, str]]
+
+
+def state_of(url: URL) -> State_:
+    """The rows of every table the floor writes, and a digest of each table's content (the
+    accounts' included) without the times of recording: the floor must write what the
+    library writes, ids, balances after each posting and lots' remaining minutes included."""
     engine = create_engine(url)
+    counts: dict[str, int] = {}
+    digests: dict[str, str] = {}
     try:
         with engine.connect() as conn:
-            balances = [(int(i), int(m)) for i, m in conn.execute(
-                text("SELECT id, posted_minutes FROM tb_accounts ORDER BY id"))]
-            counts = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
-                      for t in TABLES}
+            for table in (*TABLES, "tb_accounts"):
+                names = list(conn.execute(text(f"SELECT * FROM {table} LIMIT 0")).keys())
+                kept = ", ".join(n for n in names if n not in RECORDED)
+                # Sorted here: PostgreSQL has no order for json columns.
+                rows = sorted(repr(tuple(r)) for r in conn.execute(
+                    text(f"SELECT {kept} FROM {table}")))
+                counts[table] = len(rows)
+                digests[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     finally:
         engine.dispose()
-    return balances, counts
+    counts.pop("tb_accounts")
+    return counts, digests
 
 
 @dataclass
 class Run:
-    """Every round's seconds by contender, and what the first round found."""
+    """Every round's seconds by contender; what each contender accepted and refused, and the
+    state it left, in the first round."""
 
     rounds: list[dict[str, float]] = field(default_factory=list)
     outcome: dict[str, tuple[int, Counter[str]]] = field(default_factory=dict)
-    states: dict[str, tuple[list[tuple[int, int]], dict[str, int]]] = field(
-        default_factory=dict)
+    states: dict[str, State_] = field(default_factory=dict)
 
 
 def measure(backend: Backend, pg_url: URL, rounds: int, workload: Workload) -> Run:
@@ -630,12 +697,14 @@ def measure(backend: Backend, pg_url: URL, rounds: int, workload: Workload) -> R
             for number in range(rounds):
                 print(f"round {number + 1}: ceiling", flush=True)
                 times = {"ceiling": ceiling(backend, directory, pg_url, workload)}
-                for label, contender in (("floor", floor), ("library", library)):
+                # The two in turn, the first of one round the second of the next.
+                pair = [("floor", floor), ("library", library)]
+                for label, contender in pair[:: 1 if number % 2 == 0 else -1]:
                     print(f"round {number + 1}: {label}", flush=True)
                     url = copy(f"floor_{label}{number}")
                     times[label], accepted, refused = contender(url, workload, setup)
-                    run.outcome[label] = (accepted, refused)
                     if number == 0:
+                        run.outcome[label] = (accepted, refused)
                         run.states[label] = state_of(url)
                     if backend == "postgres" and plain_rows is None and label == "library":
                         plain_rows = read_out(url)
@@ -655,11 +724,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     backend: Backend = args.backend
     run = measure(backend, make_url(args.pg_url), args.rounds, generate())
     problems = []
-    if run.states["floor"] != run.states["library"]:
-        problems.append("the floor's balances or row counts differ from the library's")
+    differ = [t for t, d in run.states["library"][1].items() if run.states["floor"][1][t] != d]
+    if differ:
+        problems.append("the floor wrote otherwise than the library into " + ", ".join(differ))
     if run.outcome["floor"] != run.outcome["library"]:
         problems.append(f"accepted and refused differ: floor {run.outcome['floor']}, "
                         f"library {run.outcome['library']}")
@@ -668,15 +740,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-DEFAULT_ROUNDS = 5
-SAME = ("the floor accepted and refused the same rows, and left every account's balance and "
-        "every table's row count as the library did")
+SAME = ("the floor accepted and refused the same rows as the library, and every table it "
+        "writes, the accounts too, holds the same rows as the library's but for the times of "
+        "recording (first round)")
 
 
 def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
            argv: Sequence[str]) -> str:
     accepted, refused = run.outcome["library"]
-    counts = run.states["library"][1]
+    counts = run.states["library"][0]
     plain = "copy" in run.rounds[0]
     lines = [
         f"# The floor of a Python import on {backend}, beside the library's (W's phase B)",
