@@ -21,12 +21,17 @@ library in alternating order:
   the receiver's lots); write the same rows into the same tables (entries with their
   metadata, postings with running balances, accounts, services, recipients, confirmations,
   lots, lot uses, redemptions, clearing rows, gifts; the accounts it moved, guarded by the
-  version it read). Beside those rules it checks that a key is new and a member active;
-  nothing of permissions, policy versions, service shapes and credits by weight, roles,
-  metadata limits or what a replay must repeat; it takes ids as max(id) under the batch's
-  write lock, not from sequences; it builds no error message and no object a row, and
-  trusts its input. A lean import written for W, not a proven lower bound: what it does is
-  what any import of these rows must do, in as little Python as we could write. On SQLite:
+  version it read, the guard's row count checked). Beside those rules it checks that a key
+  is not stored yet and a payer or volunteer active; nothing of permissions, policy
+  versions, service shapes and credits by weight, roles, the status of recipients and
+  receivers, keys repeated within a batch, storage caps and the pool, yearly gift limits,
+  lots' expiry, metadata limits, what a replay must repeat, or the ledger's own checks of
+  each entry; it builds no error message and no object a row, and trusts its input. It takes
+  ids as the library does (on SQLite after the highest, under the batch's write lock; on
+  PostgreSQL from the sequences, moved by one ``setval`` a batch where the library draws
+  each id with ``nextval``). A lean import written for W, not a proven lower bound: what an
+  import of these rows in W's transactions of 1,000 must do, in as little Python as we could
+  write. On SQLite:
   the sqlite3 module with the library's settings (``SQLITE_FILE_PRAGMAS``, foreign keys on),
   lists as one JSON parameter, one ``executemany`` a table. On PostgreSQL: psycopg, lists
   as one array parameter, the members, accounts and open lots locked as read, every table
@@ -38,9 +43,10 @@ library in alternating order:
 
 In the first round the floor must accept and refuse the same rows as the library, and
 every table it writes (the accounts too) must hold the same rows, ids, balances after each
-posting and lots' remaining minutes included, but for the times of recording (else the exit
-status is 1). Ratios to the ceiling are in entries a second, as bank_w.py reports them; to the
-plain COPY in rows of W a second, as bank_copy.py does. Results go to
+posting and lots' remaining minutes included, but for the times of recording, and on
+PostgreSQL the id sequences must stand where the library's do (else the exit status is 1).
+Ratios to the ceiling are in entries a second, as bank_w.py reports them; to the plain COPY
+in rows of W a second, as bank_copy.py does. Results go to
 benchmarks/results/import-floor-<backend>-<date>.md.
 """
 
@@ -422,8 +428,10 @@ class Floor:
                      "operator, memo, metadata"), w.entries)
         many(_insert("tb_postings", "entry_id, account_id, amount_minutes, "
                      "balance_after_minutes, recorded_at"), w.postings)
-        many("UPDATE tb_accounts SET posted_minutes = ?, version = ?, last_recorded_at = ? "
-             "WHERE id = ? AND version = ?", changed(state, w))
+        moved = changed(state, w)
+        guarded(len(moved), many(
+            "UPDATE tb_accounts SET posted_minutes = ?, version = ?, last_recorded_at = ? "
+            "WHERE id = ? AND version = ?", moved).rowcount)
         many(_insert("tb_services", ", ".join(SERVICE_COLUMNS)), w.services)
         many(_insert("tb_service_recipients", "service_id, member_id"), w.recipients)
         many(_insert("tb_confirmations", "service_id, party, confirmed_by, confirmed_at"),
@@ -444,10 +452,10 @@ class Floor:
 
 
 class PgFloor(Floor):
-    """The floor on PostgreSQL: lists as one array parameter, the accounts and lots read
-    locked, every table written by COPY, the accounts and stored lots by one UPDATE each;
-    ANALYZE whenever the entries double, untimed (what autovacuum keeps up; bank_w.py's
-    import gets the same)."""
+    """The floor on PostgreSQL: lists as one array parameter, the members, accounts and lots
+    read locked, ids from the sequences, every table written by COPY, the accounts and
+    stored lots by one UPDATE each; ANALYZE whenever the entries double, untimed (what
+    autovacuum keeps up; bank_w.py's import gets the same)."""
 
     LIST = "%s"
     BEGIN = "BEGIN"
@@ -458,7 +466,7 @@ class PgFloor(Floor):
         self.analyzed = 0
         self.sequences = [
             self.con.execute("SELECT pg_get_serial_sequence(%s, 'id')", (t,)).fetchone()[0]
-            for t in ("tb_entries", "tb_services", "tb_lots")
+            for t in SEQUENCED
         ]
         self.ids_read: list[int] = []
 
@@ -530,12 +538,12 @@ class PgFloor(Floor):
         rows = changed(state, w)
         if rows:
             posted, versions, _, ids, read = (list(c) for c in zip(*rows, strict=True))
-            self.con.execute(
+            guarded(len(rows), self.con.execute(
                 "UPDATE tb_accounts AS a SET posted_minutes = v.posted, version = v.version, "
                 "last_recorded_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
                 "%s::bigint[]) AS v(id, posted, version, read) "
                 "WHERE a.id = v.id AND a.version = v.read",
-                (t(w.now), ids, posted, versions, read))
+                (t(w.now), ids, posted, versions, read)).rowcount)
         copy("tb_services", ", ".join(SERVICE_COLUMNS),
              ((*r[:6], t(r[6]), t(r[7]), *r[8:16], t(r[16]), t(r[17]), r[18])
               for r in w.services))
@@ -583,6 +591,12 @@ def changed(state: State, w: Writes) -> list[tuple[int, int, int, int, int]]:
     """The accounts the batch moved, as the guarded UPDATE's rows (posted, version, recorded,
     id, version read); unmoved ones are not written, as the library writes them."""
     return [(a[1], a[2], w.now, aid, a[3]) for aid, a in state.accounts.items() if a[2] != a[3]]
+
+
+def guarded(moved: int, written: int) -> None:
+    """The accounts' UPDATE wrote every row it was given, as the library checks."""
+    if written != moved:
+        raise RuntimeError(f"{moved - written} account row(s) changed under the lock")
 
 
 def take(state: State, w: Writes, member: int, minutes: int, entry: int
@@ -655,6 +669,15 @@ RECORDED = {"recorded_at", "decided_at", "confirmed_at", "last_recorded_at"}
 State_ = tuple[dict[str, int], dict[str, str]]
 
 
+SEQUENCED = ("tb_entries", "tb_services", "tb_lots")
+
+
+def sequence_state(conn: Any, table: str) -> tuple[Any, ...]:
+    sequence = conn.execute(
+        text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar_one()
+    return tuple(conn.execute(text(f"SELECT last_value, is_called FROM {sequence}")).one())
+
+
 def state_of(url: URL) -> State_:
     """The rows of every table the floor writes, and a digest of each table's content (the
     accounts' included) without the times of recording: the floor must write what the
@@ -672,6 +695,9 @@ def state_of(url: URL) -> State_:
                     text(f"SELECT {kept} FROM {table}")))
                 counts[table] = len(rows)
                 digests[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+            if conn.dialect.name == "postgresql":
+                # Where the id sequences stand: the next import must get the same ids.
+                digests["sequences"] = repr([sequence_state(conn, t) for t in SEQUENCED])
     finally:
         engine.dispose()
     counts.pop("tb_accounts")
@@ -742,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 SAME = ("the floor accepted and refused the same rows as the library, and every table it "
         "writes, the accounts too, holds the same rows as the library's but for the times of "
-        "recording (first round)")
+        "recording (first round; on PostgreSQL the id sequences stand alike too)")
 
 
 def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
