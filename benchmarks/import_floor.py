@@ -78,7 +78,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
 
 import bank_w  # noqa: E402 - after the path set-up
-from bank_copy import read_out, write_in  # noqa: E402
+from bank_copy import TABLES, read_out, write_in  # noqa: E402 - the tables the import writes
 from run_w import (  # noqa: E402
     DEFAULT_PG_URL,
     REGISTRY,
@@ -95,19 +95,6 @@ from timebank._db import SQLITE_FILE_PRAGMAS, pg_integer_array  # noqa: E402
 
 BATCH_ROWS = bank_w.BATCH_ROWS
 DEFAULT_ROUNDS = 5
-#: The tables the floor writes; their row counts must match the library's.
-TABLES = (
-    "tb_entries",
-    "tb_postings",
-    "tb_services",
-    "tb_service_recipients",
-    "tb_confirmations",
-    "tb_lots",
-    "tb_lot_uses",
-    "tb_redemptions",
-    "tb_redemption_origins",
-    "tb_gifts",
-)
 MIN_AGE = bank_w.POLICY.redemption_min_age or 0
 SERVICE_COLUMNS = (
     "id", "programme_id", "idempotency_key", "volunteer_id", "site_id", "service_type",
