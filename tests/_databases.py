@@ -78,6 +78,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
+from timebank.testing.world import copy_sqlite
+
 POSTGRES_URL_ENV: Final = "TIMEBANK_TEST_POSTGRES_URL"
 MARIADB_URL_ENV: Final = "TIMEBANK_TEST_MARIADB_URL"
 REQUIRE_DATABASES_ENV: Final = "TIMEBANK_REQUIRE_DATABASES"
@@ -370,7 +372,7 @@ class FreshDatabases:
         if backend == SQLITE:
             path = self._tmp_path / f"{name}.db"
             if migrated:
-                shutil.copyfile(self._templates.template(SQLITE), path)
+                copy_sqlite(self._templates.template(SQLITE), path)
             return f"sqlite:///{path}"
         admin_url = server_url(backend)
         template = self._templates.template(backend) if migrated else None

@@ -25,6 +25,7 @@ from tests.clocks import Clock
 from tests.dbdump import dump
 from timebank import Ledger, TimebankError
 from timebank.bank import Policy, ServiceType, TimeBank
+from timebank.testing.world import copy_sqlite
 
 E = TypeVar("E", bound=TimebankError)
 
@@ -170,7 +171,7 @@ def fresh(url: str, clock: Clock) -> World:
         _TEMPLATES[backend] = _make_template(parsed)
     template, members = _TEMPLATES[backend]
     if backend == "sqlite":
-        shutil.copyfile(template, str(parsed.database))
+        copy_sqlite(template, str(parsed.database))
     elif backend == "postgresql":
         _recreate_from(parsed, template)
     else:
