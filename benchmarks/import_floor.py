@@ -4,8 +4,8 @@ W's phase B can come on this stack, beside the library's own (issue 10, parts 1 
     python benchmarks/import_floor.py [--backend sqlite|postgres] [--pg-url URL] [--rounds N]
 
 Contenders, each on its own copy of bank_w.py's set-up (W's stations, care homes, 10,000
-volunteers and their relations), in turn, ``--rounds`` times (default 5), the floor and the
-library in alternating order:
+volunteers and their relations), in turn, ``--rounds`` times (default 5), the imports in an
+order that starts one place further along each round:
 
 - ``ceiling``: run_w.py's core ceiling, phase B (the baseline of part 1's 25 %);
 - ``library``: bank_w.py's bulk import, 100 calls of ``import_history(method="bulk")`` of
@@ -37,11 +37,16 @@ library in alternating order:
   as one array parameter, the members, accounts and open lots locked as read, every table
   written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest`` each, and
   the same untimed ANALYZE as the library's;
+- on PostgreSQL, ``carried`` and ``piped`` (``CarriedFloor``): the floor with the members,
+  accounts and open lots it read carried from batch to batch, judged without locks and
+  checked by the batch's writer under its locks; ``piped`` judges the next batch while a
+  second thread writes the one before (the pipelined design named for part 2), ``carried``
+  writes each batch as soon as it is judged (what carrying alone changes);
 - on PostgreSQL, ``plain COPY``: bank_copy.py's baseline of part 2, the rows the library
   wrote (read out of its database after the first round, untimed) copied into a fresh copy
   of the set-up in one transaction, constraints on.
 
-In the first round the floor must accept and refuse the same rows as the library, and
+In the first round every floor must accept and refuse the same rows as the library, and
 every table it writes (the accounts too) must hold the same rows, ids, balances after each
 posting and lots' remaining minutes included, but for the times of recording, and on
 PostgreSQL the id sequences must stand where the library's do (else the exit status is 1).
@@ -57,13 +62,15 @@ import csv
 import hashlib
 import io
 import json
+import queue
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -165,6 +172,25 @@ class Writes:
     redemptions: list[tuple[Any, ...]] = field(default_factory=list)
     origins: list[tuple[Any, ...]] = field(default_factory=list)
     gifts: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+Copy = tuple[str, str, list[tuple[Any, ...]]]  # table, columns, rows
+
+
+@dataclass
+class Sealed:
+    """A judged batch's writes on PostgreSQL, every row built; and, for a batch judged
+    without locks (CarriedFloor), what the writer must find under its locks."""
+
+    setvals: list[tuple[str, int]]
+    recorded: Any
+    moved: list[tuple[int, int, int, int, int]]
+    lots_left: list[tuple[int, int, int]]  # id, remaining, remaining before
+    copies: list[Copy]  # before the stored lots' update (entries first)
+    after_lots: list[Copy]
+    statuses: dict[int, str] = field(default_factory=dict)  # member: status judged on
+    versions: dict[int, int] = field(default_factory=dict)  # account: version judged on
+    busy: tuple[list[int], Any, Any, int] | None = None  # volunteers, span, services in it
 
 
 def parse(text: str) -> list[Row]:
@@ -456,6 +482,8 @@ class PgFloor(Floor):
             for t in SEQUENCED
         ]
         self.ids_read: list[int] = []
+        #: The connection the batches are written on (CarriedFloor's writer has its own).
+        self.out = self.con
 
     def read_ids(self) -> list[int]:
         """The last id each sequence gave: the library takes its ids from the sequences
@@ -468,20 +496,6 @@ class PgFloor(Floor):
             )
         ]
         return list(self.ids_read)
-
-    def take_ids(self, state: State) -> None:
-        """Move the sequences past the ids the batch used, as the library's reservations
-        do: the entries' and lots' exactly; the services' by a block of one id per service
-        row of the batch, taken at its first accepted service (its refused rows leave
-        gaps)."""
-        services = sum(1 for r in self.rows if r[1] == "service")
-        ends = [state.ids[0], self.ids_read[1] + services if state.ids[1] > self.ids_read[1]
-                else self.ids_read[1], state.ids[2]]
-        moved = [(seq, end) for seq, end, read in zip(self.sequences, ends, self.ids_read,
-                                                       strict=True) if end > read]
-        if moved:
-            self.con.execute("SELECT " + ", ".join("setval(%s, %s)" for _ in moved),
-                             [v for pair in moved for v in pair])
 
     def connect(self, path: str) -> Any:
         return psycopg.connect(path, autocommit=True)
@@ -514,53 +528,341 @@ class PgFloor(Floor):
             self.analyzed = self.accepted
 
     def write(self, w: Writes, state: State) -> None:
-        self.take_ids(state)
+        self.apply(self.seal(w, state))
+
+    def next_ids(self, state: State) -> list[int]:
+        """Where the sequences must stand after the batch, as the library's reservations
+        leave them: the entries' and lots' at the last id used; the services' past a block
+        of one id per service row of the batch, taken at its first accepted service (its
+        refused rows leave gaps)."""
+        services = sum(1 for r in self.rows if r[1] == "service")
+        return [state.ids[0], self.ids_read[1] + services if state.ids[1] > self.ids_read[1]
+                else self.ids_read[1], state.ids[2]]
+
+    def seal(self, w: Writes, state: State) -> Sealed:
+        """What the batch writes, every row built now (nothing of it refers to the state the
+        next batch will change)."""
         t = self.to_db_time
-        copy = self.copy
-        copy("tb_entries", "id, idempotency_key, code, occurred_at, recorded_at, operator, "
-             "memo, metadata", ((e, k, c, t(o), t(r), op, m, d)
-                                for e, k, c, o, r, op, m, d in w.entries))
-        copy("tb_postings", "entry_id, account_id, amount_minutes, balance_after_minutes, "
-             "recorded_at", ((e, a, m, b, t(r)) for e, a, m, b, r in w.postings))
-        rows = changed(state, w)
-        if rows:
-            posted, versions, _, ids, read = (list(c) for c in zip(*rows, strict=True))
-            guarded(len(rows), self.con.execute(
+        ends = self.next_ids(state)
+        lots_left = [(lot[0], lot[1], lot[4]) for lot in w.touched.values()]
+        new_lots = [(i, m, n, lot[1], o, e, x, s, p) for i, m, n, lot, o, e, x, s, p in w.lots]
+        for lot in (*w.touched.values(), *(row[3] for row in w.lots)):
+            lot[4] = lot[1]  # what the database will hold once this batch is written
+        return Sealed(
+            setvals=[(seq, end) for seq, end, read in zip(self.sequences, ends, self.ids_read,
+                                                          strict=True) if end > read],
+            recorded=t(w.now),
+            moved=changed(state, w),
+            lots_left=lots_left,
+            copies=[
+                ("tb_entries", "id, idempotency_key, code, occurred_at, recorded_at, operator, "
+                 "memo, metadata",
+                 [(e, k, c, t(o), t(r), op, m, d) for e, k, c, o, r, op, m, d in w.entries]),
+                ("tb_postings", "entry_id, account_id, amount_minutes, balance_after_minutes, "
+                 "recorded_at", [(e, a, m, b, t(r)) for e, a, m, b, r in w.postings]),
+                ("tb_services", ", ".join(SERVICE_COLUMNS),
+                 [(*r[:6], t(r[6]), t(r[7]), *r[8:16], t(r[16]), t(r[17]), r[18])
+                  for r in w.services]),
+                ("tb_service_recipients", "service_id, member_id", w.recipients),
+                ("tb_confirmations", "service_id, party, confirmed_by, confirmed_at",
+                 [(sid, party, by, t(at)) for sid, party, by, at in w.confirmations]),
+                ("tb_lots", "id, member_id, minutes, remaining_minutes, origin_site_id, "
+                 "earned_on, expires_on, source_entry_id, parent_lot_id", new_lots),
+            ],
+            after_lots=[
+                ("tb_lot_uses", "entry_id, lot_id, minutes", w.uses),
+                ("tb_redemptions", "programme_id, idempotency_key, member_id, recipient_id, "
+                 "site_id, service_type, minutes, occurred_at, redeemed_by, entry_id",
+                 [(*r[:7], t(r[7]), *r[8:]) for r in w.redemptions]),
+                ("tb_redemption_origins", "entry_id, origin_site_id, programme_id, site_id, "
+                 "occurred_at, minutes", [(*r[:4], t(r[4]), r[5]) for r in w.origins]),
+                ("tb_gifts", "programme_id, idempotency_key, giver_id, receiver_id, minutes, "
+                 "occurred_at, given_by, entry_id",
+                 [(*r[:5], t(r[5]), *r[6:]) for r in w.gifts]),
+            ],
+        )
+
+    def apply(self, s: Sealed) -> None:
+        """Write a sealed batch on the writing connection, inside its transaction: the
+        sequences moved, every table by COPY, the accounts and stored lots by one UPDATE
+        each, both guarded by what the judging read and their row counts checked."""
+        con = self.out
+        if s.setvals:
+            con.execute("SELECT " + ", ".join("setval(%s, %s)" for _ in s.setvals),
+                        [v for pair in s.setvals for v in pair])
+        for table, columns, rows in s.copies[:2]:
+            self.copy(table, columns, rows)
+        if s.moved:
+            posted, versions, _, ids, read = (list(c) for c in zip(*s.moved, strict=True))
+            guarded(len(s.moved), con.execute(
                 "UPDATE tb_accounts AS a SET posted_minutes = v.posted, version = v.version, "
                 "last_recorded_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
                 "%s::bigint[]) AS v(id, posted, version, read) "
                 "WHERE a.id = v.id AND a.version = v.read",
-                (t(w.now), ids, posted, versions, read)).rowcount)
-        copy("tb_services", ", ".join(SERVICE_COLUMNS),
-             ((*r[:6], t(r[6]), t(r[7]), *r[8:16], t(r[16]), t(r[17]), r[18])
-              for r in w.services))
-        copy("tb_service_recipients", "service_id, member_id", w.recipients)
-        copy("tb_confirmations", "service_id, party, confirmed_by, confirmed_at",
-             ((sid, party, by, t(at)) for sid, party, by, at in w.confirmations))
-        copy("tb_lots", "id, member_id, minutes, remaining_minutes, origin_site_id, earned_on, "
-             "expires_on, source_entry_id, parent_lot_id",
-             ((i, m, n, lot[1], o, e, x, s, p) for i, m, n, lot, o, e, x, s, p in w.lots))
-        if w.touched:
-            self.con.execute(
+                (s.recorded, ids, posted, versions, read)).rowcount)
+        for table, columns, rows in s.copies[2:]:
+            self.copy(table, columns, rows)
+        if s.lots_left:
+            ids, left, before = (list(c) for c in zip(*s.lots_left, strict=True))
+            guarded(len(ids), con.execute(
                 "UPDATE tb_lots AS l SET remaining_minutes = v.left_minutes "
-                "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, left_minutes) "
-                "WHERE l.id = v.id",
-                (list(w.touched), [lot[1] for lot in w.touched.values()]))
-        copy("tb_lot_uses", "entry_id, lot_id, minutes", w.uses)
-        copy("tb_redemptions", "programme_id, idempotency_key, member_id, recipient_id, "
-             "site_id, service_type, minutes, occurred_at, redeemed_by, entry_id",
-             ((*r[:7], t(r[7]), *r[8:]) for r in w.redemptions))
-        copy("tb_redemption_origins", "entry_id, origin_site_id, programme_id, site_id, "
-             "occurred_at, minutes", ((*r[:4], t(r[4]), r[5]) for r in w.origins))
-        copy("tb_gifts", "programme_id, idempotency_key, giver_id, receiver_id, minutes, "
-             "occurred_at, given_by, entry_id", ((*r[:5], t(r[5]), *r[6:]) for r in w.gifts))
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+                "AS v(id, left_minutes, before) "
+                "WHERE l.id = v.id AND l.remaining_minutes = v.before",
+                (ids, left, before)).rowcount, "lot")
+        for table, columns, rows in s.after_lots:
+            self.copy(table, columns, rows)
 
     def copy(self, table: str, columns: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        with self.con.cursor() as cursor, cursor.copy(
+        with self.out.cursor() as cursor, cursor.copy(
             f"COPY {table} ({columns}) FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+class CarriedFloor(PgFloor):
+    """The floor on PostgreSQL with what it judged carried from batch to batch and, with
+    ``threaded``, the next batch judged while a second thread writes the one before: the
+    pipelined design named for part 2, measured before any of it is built into the library.
+
+    Every member, account and member's open lots it has read stay in memory, updated by the
+    judging, so a batch reads from the database only what no earlier batch read, plus what
+    the floor reads every batch (the sites, the keys, birth dates, relations, and the
+    volunteers' services in the batch's span, to which the services it wrote are added),
+    without locks. The batch's writer then locks its members and the accounts it judged on
+    and checks that they stand as judged (the members' statuses; the accounts' versions,
+    which any other writer's posting moves, and with it any change to a member's lots), and
+    that the volunteers' services in the span are as many as the judging counted; the
+    accounts' and the stored lots' updates are guarded as the floor's are. A mismatch is an
+    error here, where no other writer runs; a library would roll the batch back and judge
+    it again from fresh state (not written). Unchecked, as on the floor's side: birth dates
+    and relations, which the import does not change. With ``threaded`` the writer is a
+    thread with its own connection and a queue of one sealed batch; without, each batch is
+    written as soon as it is judged (what carrying alone saves)."""
+
+    LOCK = ""
+
+    def __init__(self, url: str, programme: str, operator: str, *, threaded: bool) -> None:
+        super().__init__(url, programme, operator)
+        self.members_c: dict[int, tuple[str, int]] = {}
+        self.accounts_c: dict[int, list[Any]] = {}
+        self.lots_c: dict[int, list[Lot]] = {}
+        self.services_c: defaultdict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
+        self.keys_c: set[str] = set()
+        self.ids_c: list[int] | None = None
+        self.busy_seen: tuple[list[int], Any, Any, int] | None = None
+        self.failure: BaseException | None = None
+        self.queue: queue.Queue[Sealed | None] | None = None
+        if threaded:
+            self.out = self.connect(url)
+            self.queue = queue.Queue(maxsize=1)
+            self.thread = threading.Thread(target=self.writer, name="floor-writer", daemon=True)
+            self.thread.start()
+
+    def run(self, transfers: Sequence[Transfer], setup: bank_w.Setup
+            ) -> tuple[int, Counter[str]]:
+        try:
+            return super().run(transfers, setup)
+        finally:
+            self.stop()
+
+    def batch(self, text: str) -> None:
+        rows = parse(text)
+        self.rows = rows
+        state = self.read(rows)
+        writes = Writes(now=(datetime.now(UTC) - _EPOCH) // _MICROSECOND)
+        for row in rows:
+            reason = self.judge(row, state, writes)
+            if reason:
+                self.refused[reason] += 1
+            else:
+                self.accepted += 1
+        versions = {aid: a[3] for aid, a in state.accounts.items()}
+        sealed = self.seal(writes, state)
+        sealed.statuses = {mid: m[0] for mid, m in state.members.items()}
+        sealed.versions = versions
+        sealed.busy = self.busy_seen
+        self.carry(writes, state)
+        self.send(sealed)
+
+    def carry(self, w: Writes, state: State) -> None:
+        """What the next batches judge on: the ids, keys and services this batch takes,
+        the accounts' versions as its writer will leave them, the spent lots dropped."""
+        self.ids_c = self.next_ids(state)
+        self.keys_c.update(r[2] for r in w.services)
+        self.keys_c.update(r[1] for r in (*w.redemptions, *w.gifts))
+        for r in w.services:
+            self.services_c[r[3]][r[0]] = (r[6], r[7])
+        for account in state.accounts.values():
+            account[3] = account[2]
+        for member, lots_ in state.lots.items():
+            lots_[:] = [lot for lot in lots_ if lot[1] > 0]
+            self.lots_c[member] = lots_
+
+    def read(self, rows: list[Row]) -> State:
+        pid = self.programme_id
+
+        def query(sql: str, values: Iterable[int | str], *more: Any) -> Any:
+            return self.execute(sql, (self.listed(values), *more))
+
+        people = {r[2] for r in rows} | {r[3] for r in rows if r[3] is not None}
+        unread = people - self.members_c.keys()
+        if unread:
+            self.members_c.update((mid, (status, account)) for mid, status, account in query(
+                "SELECT id, status, account_id FROM tb_members WHERE id IN {list} "
+                "AND programme_id = ?", unread, pid))
+        members = {m: self.members_c[m] for m in people if m in self.members_c}
+        sites = {code: (sid, issued, redeemed) for code, sid, issued, redeemed in self.execute(
+            "SELECT code, id, issued_account_id, redeemed_account_id FROM tb_sites "
+            "WHERE programme_id = ?", (pid,))}
+        account_ids = {a for _, a in members.values()}
+        account_ids |= {a for s in sites.values() for a in s[1:] if a is not None}
+        unread = account_ids - self.accounts_c.keys()
+        if unread:
+            self.accounts_c.update((aid, [floor, posted, version, version])
+                                   for aid, floor, posted, version in query(
+                "SELECT id, floor_minutes, posted_minutes, version FROM tb_accounts "
+                "WHERE id IN {list}", unread))
+        accounts = {a: self.accounts_c[a] for a in account_ids if a in self.accounts_c}
+        stored = {r[0] for r in rows} & self.keys_c
+        for table, kind in (("tb_services", "service"), ("tb_redemptions", "redemption"),
+                            ("tb_gifts", "gift")):
+            stored |= {k for (k,) in query(
+                f"SELECT idempotency_key FROM {table} WHERE idempotency_key IN {{list}}",
+                (r[0] for r in rows if r[1] == kind))}
+        born = dict(query(
+            "SELECT member_id, birth_date FROM tb_member_personal WHERE member_id IN {list}",
+            (r[3] or r[2] for r in rows if r[1] == "redemption")))
+        relations = {(m, o): k for m, o, k in query(
+            "SELECT member_id, other_id, kind FROM tb_relations WHERE member_id IN {list}",
+            (r[2] for r in rows if r[1] == "gift"))}
+        return State(sites, members, accounts, stored, born, relations, self.read_lots(rows),
+                     self.read_busy(rows), self.read_ids())
+
+    def read_lots(self, rows: list[Row]) -> defaultdict[int, list[Lot]]:
+        """The open lots of every member whose lots the batch may change (payers, the
+        volunteers whose services make lots, the receivers of gifts), read once each."""
+        owners = {r[2] for r in rows} | {r[3] for r in rows if r[1] == "gift" and r[3]}
+        unread = owners - self.lots_c.keys()
+        for member in unread:
+            self.lots_c[member] = []
+        if unread:
+            for lot_id, mid, remaining, origin, earned in self.execute(
+                "SELECT id, member_id, remaining_minutes, origin_site_id, earned_on "
+                "FROM tb_lots WHERE member_id IN {list} AND remaining_minutes > 0 "
+                "ORDER BY member_id, earned_on, id", (self.listed(unread),)):
+                self.lots_c[mid].append([lot_id, remaining, origin, earned, remaining])
+        return defaultdict(list, {m: self.lots_c[m] for m in owners})
+
+    def read_busy(self, rows: list[Row]) -> defaultdict[int, list[tuple[int, int]]]:
+        """The volunteers' services overlapping the batch's span: those stored, with those
+        the earlier batches wrote (some perhaps not yet committed), once each by id; their
+        number is what the writer must find."""
+        busy: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
+        services = [r for r in rows if r[1] == "service"]
+        self.busy_seen = None
+        if not services:
+            return busy
+        volunteers = sorted({r[2] for r in services})
+        low, high = min(r[6] for r in services), max(r[7] or 0 for r in services)
+        seen: dict[int, tuple[int, int, int]] = {}
+        for sid, vid, start, end in self.execute(
+            "SELECT id, volunteer_id, started_at, ended_at FROM tb_services WHERE volunteer_id "
+            "IN {list} AND status IN ('pending', 'confirmed') AND started_at < ? "
+            "AND ended_at > ?",
+            (self.listed(volunteers), self.to_db_time(high), self.to_db_time(low))):
+            seen[sid] = (vid, self.from_db_time(start), self.from_db_time(end))
+        for vid in volunteers:
+            for sid, (start, end) in self.services_c.get(vid, {}).items():
+                if start < high and end > low:
+                    seen[sid] = (vid, start, end)
+        for vid, start, end in seen.values():
+            busy[vid].append((start, end))
+        self.busy_seen = (volunteers, self.to_db_time(low), self.to_db_time(high), len(seen))
+        return busy
+
+    def read_ids(self) -> list[int]:
+        if self.ids_c is None:
+            return super().read_ids()
+        self.ids_read = list(self.ids_c)
+        return list(self.ids_c)
+
+    def send(self, sealed: Sealed) -> None:
+        if self.queue is None:
+            self.apply(sealed)
+            return
+        if self.failure is not None:
+            raise RuntimeError("the writer failed") from self.failure
+        self.queue.put(sealed)
+
+    def writer(self) -> None:
+        assert self.queue is not None
+        while True:
+            sealed = self.queue.get()
+            try:
+                if sealed is None:
+                    return
+                if self.failure is None:
+                    self.apply(sealed)
+            except Exception as exc:  # noqa: BLE001 - raised again in the judging thread
+                self.failure = exc
+            finally:
+                self.queue.task_done()
+
+    def drain(self) -> None:
+        if self.queue is not None:
+            self.queue.join()
+            if self.failure is not None:
+                raise RuntimeError("the writer failed") from self.failure
+
+    def stop(self) -> None:
+        if self.queue is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.out.close()
+            self.queue = None
+            if self.failure is not None:
+                raise RuntimeError("the writer failed") from self.failure
+
+    def after_batch(self) -> None:
+        if self.accepted >= max(2 * self.analyzed, 10_000):
+            self.drain()  # ANALYZE, untimed, runs alone, as the other contenders' does
+        super().after_batch()
+
+    def apply(self, s: Sealed) -> None:
+        """The batch in one transaction of the writing connection: its members and accounts
+        locked and found as judged, then written as the floor writes."""
+        con = self.out
+        con.execute("BEGIN")
+        try:
+            self.check(s)
+            super().apply(s)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def check(self, s: Sealed) -> None:
+        con = self.out
+        found = dict(con.execute(
+            "SELECT id, status FROM tb_members WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (self.listed(s.statuses),)).fetchall())
+        if found != s.statuses:
+            raise RuntimeError("a member changed since the batch was judged")
+        found = dict(con.execute(
+            "SELECT id, version FROM tb_accounts WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (self.listed(s.versions),)).fetchall())
+        if found != s.versions:
+            raise RuntimeError("an account moved since the batch was judged")
+        if s.busy is not None:
+            volunteers, low, high, expected = s.busy
+            (count,) = con.execute(
+                "SELECT count(*) FROM tb_services WHERE volunteer_id = ANY(%s) "
+                "AND status IN ('pending', 'confirmed') AND started_at < %s AND ended_at > %s",
+                (self.listed(volunteers), high, low)).fetchone()
+            if count != expected:
+                raise RuntimeError("a volunteer's services changed since the batch was judged")
 
 
 def post(state: State, w: Writes, entry: int, accounts: tuple[int, int], minutes: int) -> None:
@@ -580,10 +882,10 @@ def changed(state: State, w: Writes) -> list[tuple[int, int, int, int, int]]:
     return [(a[1], a[2], w.now, aid, a[3]) for aid, a in state.accounts.items() if a[2] != a[3]]
 
 
-def guarded(moved: int, written: int) -> None:
-    """The accounts' UPDATE wrote every row it was given, as the library checks."""
+def guarded(moved: int, written: int, what: str = "account") -> None:
+    """A guarded UPDATE wrote every row it was given, as the library checks."""
     if written != moved:
-        raise RuntimeError(f"{moved - written} account row(s) changed under the lock")
+        raise RuntimeError(f"{moved - written} {what} row(s) changed under the lock")
 
 
 def take(state: State, w: Writes, member: int, minutes: int, entry: int
@@ -629,15 +931,31 @@ def library(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
     return seconds, accepted, refused
 
 
-def floor(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
+def floor(url: URL, workload: Workload, setup: bank_w.Setup, variant: str = "floor"
+          ) -> Timed:
+    """The floor (``variant`` "floor"), or on PostgreSQL CarriedFloor ("carried": state
+    carried between batches; "piped": that, with the next batch judged while a thread
+    writes the one before)."""
     if url.get_backend_name() == "sqlite":
         contender: Floor = Floor(url.database or "", bank_w.PROGRAMME, bank_w.OPERATOR)
     else:
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        contender = PgFloor(conninfo, bank_w.PROGRAMME, bank_w.OPERATOR)
+        if variant == "floor":
+            contender = PgFloor(conninfo, bank_w.PROGRAMME, bank_w.OPERATOR)
+        else:
+            contender = CarriedFloor(conninfo, bank_w.PROGRAMME, bank_w.OPERATOR,
+                                     threaded=variant == "piped")
     started = time.perf_counter()
     accepted, refused = contender.run(workload.phase_b, setup)
     return time.perf_counter() - started - contender.untimed, accepted, refused
+
+
+def carried(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
+    return floor(url, workload, setup, "carried")
+
+
+def piped(url: URL, workload: Workload, setup: bank_w.Setup) -> Timed:
+    return floor(url, workload, setup, "piped")
 
 
 def ceiling(backend: Backend, directory: Path, pg_url: URL, workload: Workload) -> float:
@@ -691,6 +1009,14 @@ def state_of(url: URL) -> State_:
     return counts, digests
 
 
+Contender = Callable[[URL, Workload, bank_w.Setup], Timed]
+CONTENDERS: dict[Backend, list[tuple[str, Contender]]] = {
+    "sqlite": [("floor", floor), ("library", library)],
+    "postgres": [("floor", floor), ("library", library), ("carried", carried),
+                 ("piped", piped)],
+}
+
+
 @dataclass
 class Run:
     """Every round's seconds by contender; what each contender accepted and refused, and the
@@ -710,9 +1036,10 @@ def measure(backend: Backend, pg_url: URL, rounds: int, workload: Workload) -> R
             for number in range(rounds):
                 print(f"round {number + 1}: ceiling", flush=True)
                 times = {"ceiling": ceiling(backend, directory, pg_url, workload)}
-                # The two in turn, the first of one round the second of the next.
-                pair = [("floor", floor), ("library", library)]
-                for label, contender in pair[:: 1 if number % 2 == 0 else -1]:
+                # In turn: each round starts one place further along the list.
+                contenders = CONTENDERS[backend]
+                turn = number % len(contenders)
+                for label, contender in contenders[turn:] + contenders[:turn]:
                     print(f"round {number + 1}: {label}", flush=True)
                     url = copy(f"floor_{label}{number}")
                     times[label], accepted, refused = contender(url, workload, setup)
@@ -742,19 +1069,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend: Backend = args.backend
     run = measure(backend, make_url(args.pg_url), args.rounds, generate())
     problems = []
-    differ = [t for t, d in run.states["library"][1].items() if run.states["floor"][1][t] != d]
-    if differ:
-        problems.append("the floor wrote otherwise than the library into " + ", ".join(differ))
-    if run.outcome["floor"] != run.outcome["library"]:
-        problems.append(f"accepted and refused differ: floor {run.outcome['floor']}, "
-                        f"library {run.outcome['library']}")
+    for label in run.outcome:
+        if label == "library":
+            continue
+        differ = [t for t, d in run.states["library"][1].items()
+                  if run.states[label][1][t] != d]
+        if differ:
+            problems.append(f"the {label} wrote otherwise than the library into "
+                            + ", ".join(differ))
+        if run.outcome[label] != run.outcome["library"]:
+            problems.append(f"accepted and refused differ: {label} {run.outcome[label]}, "
+                            f"library {run.outcome['library']}")
     report = render(backend, make_url(args.pg_url), run, problems, argv)
     save_result(f"import-floor-{backend}", report, trial=args.rounds != DEFAULT_ROUNDS)
     return 1 if problems else 0
 
 
-SAME = ("the floor accepted and refused the same rows as the library, and every table it "
-        "writes, the accounts too, holds the same rows as the library's but for the times of "
+SAME = ("{names} accepted and refused the same rows as the library, and every table "
+        "they write, the accounts too, holds the same rows as the library's but for the times of "
         "recording (first round; on PostgreSQL the id sequences stand alike too)")
 
 
@@ -763,6 +1095,8 @@ def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
     accepted, refused = run.outcome["library"]
     counts = run.states["library"][0]
     plain = "copy" in run.rounds[0]
+    extra = [label for label in run.outcome if label not in ("floor", "library")]
+    names = " and ".join(("the floor", *(f"the {label}" for label in extra)))
     lines = [
         f"# The floor of a Python import on {backend}, beside the library's (W's phase B)",
         "",
@@ -773,15 +1107,16 @@ def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
         f"(entries), refused {sum(refused.values()):,} ("
         + ", ".join(f"{v:,} {k}" for k, v in sorted(refused.items())) + ")",
         "- Rows written by each: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()),
-        f"- Check: {'; '.join(problems) or SAME}",
+        f"- Check: {'; '.join(problems) or SAME.format(names=names)}",
         "",
         "| round | ceiling s (transfers a second) | floor s | floor ÷ ceiling | library s | "
         "library ÷ ceiling | library ÷ floor (time) |"
-        + (" plain COPY s | floor ÷ COPY | library ÷ COPY |" if plain else ""),
-        "|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if plain else ""),
+        + (" plain COPY s | floor ÷ COPY | library ÷ COPY |" if plain else "")
+        + "".join(f" {label} s | {label} ÷ COPY |" for label in extra),
+        "|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if plain else "")
+        + "--:|--:|" * len(extra),
     ]
-    ratios: dict[str, list[float]] = {"floor": [], "library": [], "floor_copy": [],
-                                      "library_copy": []}
+    ratios: dict[str, list[float]] = defaultdict(list)
     for number, t in enumerate(run.rounds, 1):
         rate = PHASE_B_COUNT / t["ceiling"]
         for label in ("floor", "library"):
@@ -792,10 +1127,12 @@ def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
         if plain:
             # Rows of W a second over the plain COPY's, as bank_copy.py reports it: the
             # plain COPY's time over the import's.
-            ratios["floor_copy"].append(t["copy"] / t["floor"])
-            ratios["library_copy"].append(t["copy"] / t["library"])
+            for label in ("floor", "library", *extra):
+                ratios[f"{label}_copy"].append(t["copy"] / t[label])
             line += (f" {t['copy']:.2f} | {ratios['floor_copy'][-1]:.3f} | "
                      f"{ratios['library_copy'][-1]:.3f} |")
+            line += "".join(f" {t[label]:.2f} | {ratios[f'{label}_copy'][-1]:.3f} |"
+                            for label in extra)
         lines.append(line)
     lines += [
         "",
@@ -803,10 +1140,10 @@ def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
         f"the library {statistics.median(ratios['library']):.3f} (entries a second over the "
         "ceiling's transfers a second, each round's own ceiling; issue 10's target for part 1: "
         "0.25)."
-        + (f" Against a plain COPY of the rows the library wrote, constraints on: the floor "
-           f"{statistics.median(ratios['floor_copy']):.3f}, the library "
-           f"{statistics.median(ratios['library_copy']):.3f} (part 2's target: 0.5)."
-           if plain else ""),
+        + (" Against a plain COPY of the rows the library wrote, constraints on: "
+           + ", ".join(f"the {label} {statistics.median(ratios[f'{label}_copy']):.3f}"
+                       for label in ("floor", "library", *extra))
+           + " (part 2's target: 0.5)." if plain else ""),
         "",
     ]
     return "\n".join(lines)
