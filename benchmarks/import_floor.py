@@ -35,7 +35,8 @@ order that starts one place further along each round:
   the sqlite3 module with the library's settings (``SQLITE_FILE_PRAGMAS``, foreign keys on),
   lists as one JSON parameter, one ``executemany`` a table. On PostgreSQL: psycopg, lists
   as one array parameter, the members, accounts and open lots locked as read, every table
-  written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest`` each, and
+  written by COPY, the accounts and stored lots by one ``UPDATE ... FROM unnest`` each (the
+  stored lots guarded by the remaining minutes read, as the accounts by their versions), and
   the same untimed ANALYZE as the library's;
 - on PostgreSQL, ``carried`` and ``piped`` (``CarriedFloor``): the floor with the members,
   accounts and open lots it read carried from batch to batch, judged without locks and
@@ -633,13 +634,19 @@ class CarriedFloor(PgFloor):
     without locks. The batch's writer then locks its members and the accounts it judged on
     and checks that they stand as judged (the members' statuses; the accounts' versions,
     which any other writer's posting moves, and with it any change to a member's lots), and
-    that the volunteers' services in the span are as many as the judging counted; the
-    accounts' and the stored lots' updates are guarded as the floor's are. A mismatch is an
-    error here, where no other writer runs; a library would roll the batch back and judge
-    it again from fresh state (not written). Unchecked, as on the floor's side: birth dates
-    and relations, which the import does not change. With ``threaded`` the writer is a
-    thread with its own connection and a queue of one sealed batch; without, each batch is
-    written as soon as it is judged (what carrying alone saves)."""
+    that the volunteers' services in the span are as many as the judging counted (a count:
+    one service cancelled and another added in the span would pass); the accounts' and the
+    stored lots' updates are guarded as the floor's are. A mismatch is an error here, where
+    no other writer runs; a library would roll the batch back and judge it again from fresh
+    state (not written). Unchecked: birth dates and relations (as on the floor's side: the
+    import does not change them), the sites and the members' accounts (read each batch or
+    once, never compared), the keys (the unique indexes would refuse a key another writer
+    stored meanwhile), and the ids: carried from batch to batch, the sequences set to where
+    this import leaves them, which could move back a sequence another writer advanced (only
+    a clash of primary keys would show it). With ``threaded`` the writer is a thread with its
+    own connection and a queue of one sealed batch, so the judging can run up to two batches
+    ahead of the last commit; without, each batch is written as soon as it is judged (what
+    carrying alone changes)."""
 
     LOCK = ""
 
@@ -663,9 +670,12 @@ class CarriedFloor(PgFloor):
     def run(self, transfers: Sequence[Transfer], setup: bank_w.Setup
             ) -> tuple[int, Counter[str]]:
         try:
-            return super().run(transfers, setup)
-        finally:
-            self.stop()
+            done = super().run(transfers, setup)
+        except BaseException:
+            self.stop(quiet=True)  # the judging's error, not the writer's, is raised
+            raise
+        self.stop()  # inside the timing: the last batches' writes
+        return done
 
     def batch(self, text: str) -> None:
         rows = parse(text)
@@ -816,13 +826,13 @@ class CarriedFloor(PgFloor):
             if self.failure is not None:
                 raise RuntimeError("the writer failed") from self.failure
 
-    def stop(self) -> None:
+    def stop(self, *, quiet: bool = False) -> None:
         if self.queue is not None:
             self.queue.put(None)
             self.thread.join()
             self.out.close()
             self.queue = None
-            if self.failure is not None:
+            if self.failure is not None and not quiet:
                 raise RuntimeError("the writer failed") from self.failure
 
     def after_batch(self) -> None:
@@ -1112,9 +1122,9 @@ def render(backend: Backend, pg_url: URL, run: Run, problems: list[str],
         "| round | ceiling s (transfers a second) | floor s | floor ÷ ceiling | library s | "
         "library ÷ ceiling | library ÷ floor (time) |"
         + (" plain COPY s | floor ÷ COPY | library ÷ COPY |" if plain else "")
-        + "".join(f" {label} s | {label} ÷ COPY |" for label in extra),
+        + ("".join(f" {label} s | {label} ÷ COPY |" for label in extra) if plain else ""),
         "|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if plain else "")
-        + "--:|--:|" * len(extra),
+        + ("--:|--:|" * len(extra) if plain else ""),
     ]
     ratios: dict[str, list[float]] = defaultdict(list)
     for number, t in enumerate(run.rounds, 1):
