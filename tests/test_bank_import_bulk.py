@@ -201,9 +201,13 @@ def test_bulk_and_rows_agree_row_for_row(
             world.bank.dispose()
 
 
-def holdings(world: World) -> tuple[list[tuple[str, int]], list[tuple[object, ...]]]:
-    """Every account's balance and every lot, without ids (PostgreSQL's sequences do not
-    give back the ids of rows rolled back, so the two engines' ids differ there)."""
+Holdings = tuple[list[tuple[str, int]], list[tuple[object, ...]], list[tuple[object, ...]]]
+
+
+def holdings(world: World) -> Holdings:
+    """Every account's balance, every lot and every clearing row, without ids (PostgreSQL's
+    sequences do not give back the ids of rows rolled back, so the two engines' ids differ
+    there)."""
     with world.engine.connect() as conn:
         balances = sorted(
             (code, posted)
@@ -220,7 +224,17 @@ def holdings(world: World) -> tuple[list[tuple[str, int]], list[tuple[object, ..
                 )
             )
         )
-    return balances, lots
+        clearing = sorted(
+            tuple(r)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT r.idempotency_key, o.origin_site_id, o.programme_id, o.site_id, "
+                    "o.occurred_at, o.minutes FROM tb_redemption_origins AS o "
+                    "JOIN tb_redemptions AS r ON r.entry_id = o.entry_id"
+                )
+            )
+        )
+    return balances, lots, clearing
 
 
 def unnumbered(row: RejectedRow) -> tuple[int, str, str]:
