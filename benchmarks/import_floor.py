@@ -276,6 +276,12 @@ class Floor:
         self.rows = rows
         self.execute(self.BEGIN)
         state = self.read(rows)
+        writes = self.judge_all(rows, state)
+        self.write(writes, state)
+        self.execute("COMMIT")
+
+    def judge_all(self, rows: list[Row], state: State) -> Writes:
+        """Judge the batch's rows in order, counting what is accepted and refused."""
         writes = Writes(now=(datetime.now(UTC) - _EPOCH) // _MICROSECOND)
         for row in rows:
             reason = self.judge(row, state, writes)
@@ -283,8 +289,7 @@ class Floor:
                 self.refused[reason] += 1
             else:
                 self.accepted += 1
-        self.write(writes, state)
-        self.execute("COMMIT")
+        return writes
 
     def read(self, rows: list[Row]) -> State:
         pid = self.programme_id
@@ -304,6 +309,25 @@ class Floor:
         accounts = {aid: [floor, posted, version, version] for aid, floor, posted, version in query(
             "SELECT id, floor_minutes, posted_minutes, version FROM tb_accounts "
             "WHERE id IN {list} ORDER BY id{lock}", account_ids)}
+        stored, born, relations = self.read_facts(rows)
+        lots: defaultdict[int, list[Lot]] = defaultdict(list)
+        for lot_id, mid, remaining, origin, earned in query(
+            "SELECT id, member_id, remaining_minutes, origin_site_id, earned_on FROM tb_lots "
+            "WHERE member_id IN {list} AND remaining_minutes > 0 "
+            "ORDER BY member_id, earned_on, id{lock}",
+            (r[2] for r in rows if r[1] != "service")):
+            lots[mid].append([lot_id, remaining, origin, earned, remaining])
+        return State(sites, members, accounts, stored, born, relations, lots,
+                     self.read_busy(rows), self.read_ids())
+
+    def read_facts(self, rows: list[Row]
+                   ) -> tuple[set[str], dict[int, Any], dict[tuple[int, int], str]]:
+        """The batch's keys already stored, the birth dates of those cared for, the givers'
+        relations."""
+
+        def query(sql: str, values: Iterable[int | str]) -> Any:
+            return self.execute(sql, (self.listed(values),))
+
         stored: set[str] = set()
         for table, kind in (("tb_services", "service"), ("tb_redemptions", "redemption"),
                             ("tb_gifts", "gift")):
@@ -316,15 +340,7 @@ class Floor:
         relations = {(m, o): k for m, o, k in query(
             "SELECT member_id, other_id, kind FROM tb_relations WHERE member_id IN {list}",
             (r[2] for r in rows if r[1] == "gift"))}
-        lots: defaultdict[int, list[Lot]] = defaultdict(list)
-        for lot_id, mid, remaining, origin, earned in query(
-            "SELECT id, member_id, remaining_minutes, origin_site_id, earned_on FROM tb_lots "
-            "WHERE member_id IN {list} AND remaining_minutes > 0 "
-            "ORDER BY member_id, earned_on, id{lock}",
-            (r[2] for r in rows if r[1] != "service")):
-            lots[mid].append([lot_id, remaining, origin, earned, remaining])
-        return State(sites, members, accounts, stored, born, relations, lots,
-                     self.read_busy(rows), self.read_ids())
+        return stored, born, relations
 
     def read_busy(self, rows: list[Row]) -> defaultdict[int, list[tuple[int, int]]]:
         """The volunteers' services overlapping the batch's span (the overlap rule)."""
@@ -681,13 +697,7 @@ class CarriedFloor(PgFloor):
         rows = parse(text)
         self.rows = rows
         state = self.read(rows)
-        writes = Writes(now=(datetime.now(UTC) - _EPOCH) // _MICROSECOND)
-        for row in rows:
-            reason = self.judge(row, state, writes)
-            if reason:
-                self.refused[reason] += 1
-            else:
-                self.accepted += 1
+        writes = self.judge_all(rows, state)
         versions = {aid: a[3] for aid, a in state.accounts.items()}
         sealed = self.seal(writes, state)
         sealed.statuses = {mid: m[0] for mid, m in state.members.items()}
@@ -735,18 +745,8 @@ class CarriedFloor(PgFloor):
                 "SELECT id, floor_minutes, posted_minutes, version FROM tb_accounts "
                 "WHERE id IN {list}", unread))
         accounts = {a: self.accounts_c[a] for a in account_ids if a in self.accounts_c}
-        stored = {r[0] for r in rows} & self.keys_c
-        for table, kind in (("tb_services", "service"), ("tb_redemptions", "redemption"),
-                            ("tb_gifts", "gift")):
-            stored |= {k for (k,) in query(
-                f"SELECT idempotency_key FROM {table} WHERE idempotency_key IN {{list}}",
-                (r[0] for r in rows if r[1] == kind))}
-        born = dict(query(
-            "SELECT member_id, birth_date FROM tb_member_personal WHERE member_id IN {list}",
-            (r[3] or r[2] for r in rows if r[1] == "redemption")))
-        relations = {(m, o): k for m, o, k in query(
-            "SELECT member_id, other_id, kind FROM tb_relations WHERE member_id IN {list}",
-            (r[2] for r in rows if r[1] == "gift"))}
+        stored, born, relations = self.read_facts(rows)
+        stored |= {r[0] for r in rows} & self.keys_c
         return State(sites, members, accounts, stored, born, relations, self.read_lots(rows),
                      self.read_busy(rows), self.read_ids())
 
